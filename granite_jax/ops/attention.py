@@ -1,0 +1,85 @@
+"""Causal attention over packed batches, behind one function.
+
+Implementations (config `model.attention_impl`):
+  xla     -- reference einsum in float32; materializes [B, K, G, T, S] scores.
+  jax     -- `jax.nn.dot_product_attention` with XLA's own lowering.
+  cudnn   -- `jax.nn.dot_product_attention(implementation="cudnn")`, the cuDNN
+             flash kernel (GPU only, bf16/fp16). Packed batches pass the
+             segment mask as a boolean mask.
+All honour the causal mask and segment ids: a token attends only to earlier
+tokens of its own segment. Padding (segment 0) attends to padding, which keeps
+its rows finite; the loss masks it out.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+IMPLS = ("xla", "jax", "cudnn")
+
+
+def check_supported(impl: str, *, seq_len: int, head_dim: int, dtype: str,
+                    max_seq_len: int) -> None:
+  """Raises ValueError for a configuration the chosen kernel cannot run."""
+  if impl not in IMPLS:
+    raise ValueError(f"model.attention_impl={impl!r} is not one of {list(IMPLS)}")
+  if seq_len > max_seq_len:
+    raise ValueError(f"sequence length {seq_len} exceeds model.max_seq_len={max_seq_len}")
+  if impl == "cudnn":
+    if dtype not in ("bfloat16", "float16"):
+      raise ValueError(f"model.attention_impl='cudnn' needs model.dtype bfloat16 or float16, got {dtype!r}")
+    if head_dim % 8 or head_dim > 256:
+      raise ValueError(f"model.attention_impl='cudnn' needs head_dim a multiple of 8 and <= 256, got {head_dim}")
+    if seq_len % 64:
+      raise ValueError(f"model.attention_impl='cudnn' needs the sequence length to be a multiple of 64, got {seq_len}")
+
+
+def segment_mask(q_segment_ids_BT: jax.Array, kv_segment_ids_BS: jax.Array,
+                 q_positions_BT: jax.Array | None = None,
+                 kv_positions_BS: jax.Array | None = None) -> jax.Array:
+  """Boolean [B, T, S]: same segment and (if positions are given) causal."""
+  mask_BTS = q_segment_ids_BT[:, :, None] == kv_segment_ids_BS[:, None, :]
+  if q_positions_BT is not None:
+    mask_BTS &= q_positions_BT[:, :, None] >= kv_positions_BS[:, None, :]
+  return mask_BTS
+
+
+def _causal_mask(T: int, S: int) -> jax.Array:
+  # Query t sits at absolute position S - T + t (decode with a KV prefix).
+  return jnp.arange(T)[:, None] + (S - T) >= jnp.arange(S)[None, :]
+
+
+def attention(q_BTNH: jax.Array, k_BSKH: jax.Array, v_BSKH: jax.Array, *,
+              scale: float, segment_ids_BT: jax.Array | None = None,
+              kv_segment_ids_BS: jax.Array | None = None,
+              impl: str = "xla") -> jax.Array:
+  """Grouped-query causal attention. N query heads share K kv heads (N % K == 0)."""
+  if kv_segment_ids_BS is None:
+    kv_segment_ids_BS = segment_ids_BT
+  B, T, N, H = q_BTNH.shape
+  S, K = k_BSKH.shape[1], k_BSKH.shape[2]
+  mask_BTS = _causal_mask(T, S)[None]
+  if segment_ids_BT is not None:
+    mask_BTS = mask_BTS & segment_mask(segment_ids_BT, kv_segment_ids_BS)
+  if impl == "xla":
+    return _xla(q_BTNH, k_BSKH, v_BSKH, mask_BTS, scale)
+  if impl in ("jax", "cudnn"):
+    packed = segment_ids_BT is not None
+    return jax.nn.dot_product_attention(
+        q_BTNH, k_BSKH, v_BSKH,
+        mask=jnp.broadcast_to(mask_BTS, (B, T, S))[:, None] if packed else None,
+        is_causal=not packed, scale=scale,
+        implementation="cudnn" if impl == "cudnn" else "xla")
+  raise ValueError(f"model.attention_impl={impl!r} is not one of {list(IMPLS)}")
+
+
+def _xla(q_BTNH, k_BSKH, v_BSKH, mask_BTS, scale):
+  B, T, N, H = q_BTNH.shape
+  K = k_BSKH.shape[2]
+  q_BTKGH = q_BTNH.reshape(B, T, K, N // K, H)
+  s_BKGTS = jnp.einsum("btkgh,bskh->bkgts", q_BTKGH, k_BSKH,
+                       preferred_element_type=jnp.float32) * scale
+  s_BKGTS = jnp.where(mask_BTS[:, None, None], s_BKGTS, jnp.finfo(jnp.float32).min)
+  p_BKGTS = jax.nn.softmax(s_BKGTS, axis=-1).astype(v_BSKH.dtype)
+  o_BTKGH = jnp.einsum("bkgts,bskh->btkgh", p_BKGTS, v_BSKH)
+  return o_BTKGH.reshape(B, T, N, H)
