@@ -1,0 +1,181 @@
+"""The pretraining loop: data -> jitted step -> metrics, eval and checkpoints.
+
+`run(config, workdir)` is the one Python entry point (the launcher and the
+notebook both call it). Rerunning with the same workdir resumes from the
+newest checkpoint, data position included.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from ml_collections import ConfigDict
+
+from granite_jax.ckpt.manager import Checkpointer, abstract_like, restore_params
+from granite_jax.data import pipeline
+from granite_jax.optim import describe_schedule, make_optimizer
+from granite_jax.sharding.mesh import make_mesh
+from granite_jax.train import state as state_lib
+from granite_jax.train import step as step_lib
+from granite_jax.train.metrics import MetricsWriter
+from granite_jax.train.validate import validate
+
+
+def total_steps(c: ConfigDict) -> int:
+  if c.train.tokens > 0:
+    return max(1, int(c.train.tokens // (c.train.global_batch * c.train.seq_len)))
+  return int(c.train.steps)
+
+
+@dataclasses.dataclass
+class Job:
+  """Everything built from a config before the first step (reused by tests and tools)."""
+  config: ConfigDict
+  model_cfg: Any
+  mesh: Any
+  tx: Any
+  schedule: Any
+  shardings: state_lib.TrainState
+  steps: int
+  tokens_per_step: int
+
+  @property
+  def local_batch(self) -> int:
+    return self.config.train.global_batch // jax.process_count()
+
+
+def build(config: ConfigDict) -> Job:
+  model_cfg = validate(config, jax.device_count(), jax.process_count())
+  mesh = make_mesh(config.mesh.shape, config.mesh.axes)
+  steps = total_steps(config)
+  tokens_per_step = config.train.global_batch * config.train.seq_len
+  tx, schedule = make_optimizer(config.optim, total_steps=steps, tokens_per_step=tokens_per_step)
+  shardings = state_lib.state_shardings(model_cfg, mesh, tx)
+  return Job(config, model_cfg, mesh, tx, schedule, shardings, steps, tokens_per_step)
+
+
+def to_global(batch: dict[str, np.ndarray], sharding) -> dict[str, jax.Array]:
+  """Per-process numpy rows -> one global jax.Array per field."""
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+
+
+def initial_state(job: Job, ckpt: Checkpointer, data_iter) -> tuple[state_lib.TrainState, str]:
+  latest = ckpt.latest_step()
+  if latest is not None:
+    abstract = jax.eval_shape(state_lib.make_init_fn(job.model_cfg, job.tx, job.shardings),
+                              jax.random.PRNGKey(0))
+    state = ckpt.restore(latest, abstract_like(abstract, job.shardings), data_iter)
+    return state, f"resumed from step {latest} ({ckpt.directory})"
+  if job.config.init_from:
+    abstract_params = jax.eval_shape(lambda: state_lib.init_params(job.model_cfg, jax.random.PRNGKey(0)))
+    params = restore_params(job.config.init_from, abstract_like(abstract_params, job.shardings.params))
+    return state_lib.state_from_params(params, job.tx, job.shardings), f"params from {job.config.init_from}"
+  init = state_lib.make_init_fn(job.model_cfg, job.tx, job.shardings)
+  return init(jax.random.PRNGKey(job.config.train.seed)), "fresh init"
+
+
+def banner(job: Job, workdir: str, start: str) -> str:
+  c, m = job.config, job.model_cfg
+  mix = pipeline.mixture_weights(c.data)
+  mesh = ", ".join(f"{a}={s}" for a, s in job.mesh.shape.items())
+  lines = [
+      f"granite_jax | {c.name} | workdir {workdir}",
+      f"  model    {c.preset}: {m.num_params() / 1e6:,.1f}M params, d={m.d_model} L={m.n_layers} "
+      f"heads={m.n_heads}x{m.head_dim} kv={m.n_kv_heads} mlp={m.d_ff} vocab={m.vocab_size} "
+      f"dtype={m.dtype} attn={m.attention_impl} remat={m.remat_policy}",
+      f"  mesh     ({mesh}) on {jax.device_count()} {jax.devices()[0].platform} device(s), "
+      f"{jax.process_count()} process(es)",
+      "  data     " + ", ".join(f"{d} {w:.1%}" for d, w in mix.items()),
+      f"  batch    {c.train.global_batch} x {c.train.seq_len} = {job.tokens_per_step:,} tokens/step, "
+      f"{job.steps:,} steps ({job.steps * job.tokens_per_step:,.0f} tokens)",
+      f"  schedule {describe_schedule(c.optim, job.steps, job.tokens_per_step)}",
+      f"  start    {start}",
+  ]
+  return "\n".join(lines)
+
+
+def evaluate(job: Job, eval_fn, params) -> float:
+  it = pipeline.make_iterator(job.config.data, seq_len=job.config.train.seq_len,
+                              batch_size=job.local_batch, seed=job.config.train.seed, split="eval",
+                              process_index=jax.process_index(), process_count=jax.process_count())
+  bs = step_lib.batch_sharding(job.mesh)
+  loss_sum = n = 0.0
+  for _ in range(job.config.train.eval_batches):
+    out = jax.device_get(eval_fn(params, to_global(next(it), bs)))
+    loss_sum += float(out["loss_sum"])
+    n += float(out["n_tokens"])
+  return loss_sum / max(n, 1.0)
+
+
+def run(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
+  """Trains to `total_steps(config)`; returns a summary dict."""
+  job = build(config)
+  c = config
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+  train_it = pipeline.make_iterator(c.data, seq_len=c.train.seq_len, batch_size=job.local_batch,
+                                    seed=c.train.seed, split="train",
+                                    process_index=jax.process_index(), process_count=jax.process_count())
+  ckpt = Checkpointer(os.path.join(workdir, "ckpt"), max_to_keep=c.ckpt.max_to_keep,
+                      async_save=c.ckpt.async_save)
+  state, start = initial_state(job, ckpt, train_it)
+  step = int(jax.device_get(state.step))
+  if is_main:
+    print(banner(job, workdir, start), flush=True)
+  train_fn = step_lib.jit_train_step(job.model_cfg, job.mesh, job.tx, job.schedule, job.shardings,
+                                     c.train.grad_accum)
+  eval_fn = step_lib.jit_eval_step(job.model_cfg, job.mesh, job.shardings.params)
+  bs = step_lib.batch_sharding(job.mesh)
+  writer = MetricsWriter(workdir, enabled=is_main)
+  bar = _progress(progress and is_main, step, job.steps)
+  first = last = None
+  losses: list[float] = []
+  skips = 0
+  eval_loss = None
+  t_mark, step_mark = time.perf_counter(), step
+  while step < job.steps:
+    batch = to_global(next(train_it), bs)
+    state, m = train_fn(state, batch)
+    step += 1
+    if step % c.train.log_every == 0 or step == job.steps or step == 1:
+      m = jax.device_get(m)
+      now = time.perf_counter()
+      tps = (step - step_mark) * job.tokens_per_step / max(now - t_mark, 1e-9)
+      t_mark, step_mark = now, step
+      loss = float(m["loss"])
+      skips = skips + int(m["skipped"]) if int(m["skipped"]) else 0
+      if int(m["skipped"]) and (c.train.on_nonfinite == "stop" or skips > c.train.max_consecutive_skips):
+        raise FloatingPointError(f"step {step}: non-finite loss={loss} or grad_norm={float(m['grad_norm'])}")
+      first = loss if first is None else first
+      last = loss
+      losses.append(loss)
+      record = dict(step=step, loss=loss, lr=float(m["lr"]), grad_norm=float(m["grad_norm"]),
+                    tokens_per_sec=tps, tokens_seen=step * job.tokens_per_step,
+                    skipped=int(m["skipped"]))
+      if step % c.train.eval_every == 0 or step == job.steps:
+        eval_loss = evaluate(job, eval_fn, state.params)
+        record["eval_loss"] = eval_loss
+      writer.write(record)
+      bar.set_postfix(loss=f"{loss:.3f}", lr=f"{record['lr']:.2e}", tok_s=f"{tps:,.0f}")
+    bar.update(1)
+    if step % c.ckpt.every_steps == 0 or step == job.steps:
+      ckpt.save(step, state, train_it)
+  bar.close()
+  ckpt.close()
+  summary = dict(steps=job.steps, first_loss=first, final_loss=last, eval_loss=eval_loss,
+                 workdir=workdir)
+  if is_main and first is not None:
+    print(f"done: {job.steps} steps, loss {first:.3f} -> {last:.3f}"
+          + (f", eval loss {eval_loss:.3f}" if eval_loss is not None else "")
+          + f"; metrics in {writer.path}", flush=True)
+  return summary
+
+
+def _progress(enabled: bool, start: int, total: int):
+  from tqdm.auto import tqdm
+  return tqdm(total=total, initial=start, disable=not enabled, unit="step", dynamic_ncols=True)

@@ -1,0 +1,35 @@
+"""Metrics sinks: one JSON object per logged step in WORKDIR/metrics.jsonl."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+
+def _plain(v: Any) -> Any:
+  if isinstance(v, (np.generic, np.ndarray)):
+    return v.item() if np.ndim(v) == 0 else np.asarray(v).tolist()
+  if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
+    return v.item()
+  return v
+
+
+class MetricsWriter:
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.enabled = enabled
+
+  def write(self, record: dict[str, Any]) -> None:
+    if not self.enabled:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps({k: _plain(v) for k, v in record.items()}) + "\n")
+      f.flush()
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,68 @@
+"""Checks a whole config at start, before anything is compiled or read.
+
+Every message names the field, the value and what is allowed, so a typo on
+the command line fails in a second rather than deep inside a jitted function.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+from ml_collections import ConfigDict
+
+from granite_jax.model.config import PRESETS, ModelConfig
+from granite_jax.ops.attention import check_supported
+from granite_jax.sharding.mesh import resolve_shape
+
+
+def _positive_int(c: ConfigDict, section: str, field: str, minimum: int = 1) -> int:
+  v = c[section][field]
+  if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+    raise ValueError(f"{section}.{field}={v!r} must be an integer >= {minimum}")
+  return v
+
+
+def validate(c: ConfigDict, n_devices: int, process_count: int = 1) -> ModelConfig:
+  if c.preset not in PRESETS:
+    raise ValueError(f"preset={c.preset!r} is not one of {sorted(PRESETS)}")
+  model = ModelConfig.from_dict(c.model.to_dict())
+  for f in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff"):
+    if getattr(model, f) < 1:
+      raise ValueError(f"model.{f}={getattr(model, f)!r} must be >= 1")
+  if model.n_heads % model.n_kv_heads:
+    raise ValueError(f"model.n_heads={model.n_heads} must be a multiple of model.n_kv_heads={model.n_kv_heads}")
+
+  seq_len = _positive_int(c, "train", "seq_len", 2)
+  global_batch = _positive_int(c, "train", "global_batch")
+  grad_accum = _positive_int(c, "train", "grad_accum")
+  _positive_int(c, "train", "steps")
+  _positive_int(c, "train", "log_every")
+  _positive_int(c, "train", "eval_every")
+  _positive_int(c, "train", "eval_batches", 0)
+  _positive_int(c, "ckpt", "every_steps")
+  _positive_int(c, "ckpt", "max_to_keep")
+  if c.train.tokens < 0:
+    raise ValueError(f"train.tokens={c.train.tokens!r} must be >= 0 (0 = use train.steps)")
+  if c.train.on_nonfinite not in ("skip", "stop"):
+    raise ValueError(f"train.on_nonfinite={c.train.on_nonfinite!r} must be 'skip' or 'stop'")
+  check_supported(model.attention_impl, seq_len=seq_len, head_dim=model.head_dim,
+                  dtype=model.dtype, max_seq_len=model.max_seq_len)
+
+  shape = dict(zip(c.mesh.axes, resolve_shape(c.mesh.shape, n_devices, c.mesh.axes)))
+  dp = shape.get("data", 1) * shape.get("fsdp", 1)
+  if global_batch % (dp * grad_accum):
+    raise ValueError(f"train.global_batch={global_batch} must be divisible by the data-parallel size "
+                     f"(data x fsdp = {dp}) times train.grad_accum={grad_accum}")
+  if global_batch % process_count:
+    raise ValueError(f"train.global_batch={global_batch} must be divisible by the {process_count} processes")
+  for axis, heads in (("tensor", model.n_kv_heads),):
+    if heads % shape.get(axis, 1):
+      raise ValueError(f"mesh {axis}={shape[axis]} must divide model.n_kv_heads={heads}")
+  if shape.get("context", 1) > 1 and seq_len % shape["context"]:
+    raise ValueError(f"train.seq_len={seq_len} must be divisible by mesh context={shape['context']}")
+
+  if c.init_from and not os.path.isdir(c.init_from):
+    raise ValueError(f"init_from={c.init_from!r}: no such checkpoint directory")
+  if not math.isfinite(c.optim.peak_lr):
+    raise ValueError(f"optim.peak_lr={c.optim.peak_lr!r} must be finite")
+  return model
