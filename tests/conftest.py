@@ -6,3 +6,19 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def demo_cache_dir(tmp_path_factory):
+  """The demo corpus and tokenizer, generated once per test session."""
+  from ml_collections import ConfigDict
+
+  from granite_jax.data import pipeline
+
+  cache = str(tmp_path_factory.mktemp("demo_cache"))
+  cfg = ConfigDict(dict(mixture={"cc": 1.0}, sources={}, tokenizer="", cache_dir=cache,
+                        on_bad_record="raise"))
+  pipeline.get_tokenizer(cfg)  # builds the corpus and trains the tokenizer
+  return cache

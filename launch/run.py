@@ -1,0 +1,34 @@
+"""The one entry point: `python launch/run.py --config=configs/phase2.py[:8b] [--workdir=DIR]`.
+
+Every config field can be overridden: `--config.train.steps=100 --config.optim.peak_lr=3e-4`.
+"""
+import os
+import sys
+
+# Configs import `configs.base`; make the repo root importable however we are started.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+  sys.path.insert(0, _ROOT)
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", os.path.join(_ROOT, "configs", "phase2.py"),
+                                          "Recipe stage config file, optionally ':<preset>'.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default runs/<config name>).")
+
+
+def main(argv):
+  del argv
+  if not flags.FLAGS["verbosity"].present:  # Orbax logs every save at INFO; keep the console readable
+    logging.set_verbosity(logging.WARNING)
+  from granite_jax.train.loop import run
+
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or os.path.join("runs", config.name if config.preset == "tiny"
+                                           else f"{config.name}_{config.preset}")
+  run(config, workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,57 @@
+import os
+
+import numpy as np
+
+from granite_jax.data import demo_corpus
+from granite_jax.data.demo_stdlib import stdlib_items
+from granite_jax.data.domains import DOMAINS
+from granite_jax.data.sources import open_text_source
+
+
+def _docs(path):
+  src = open_text_source(path)
+  return [src[i] for i in range(len(src))]
+
+
+def test_every_domain_has_train_and_eval_files(demo_cache):
+  for split in ("train", "eval"):
+    paths = demo_corpus.ensure_demo_corpus(demo_cache, split)
+    assert list(paths) == list(DOMAINS)
+    for d, p in paths.items():
+      n = (demo_corpus.NUM_LONG_DOCS if d in ("books", "code_repos") else demo_corpus.NUM_DOCS)[split]
+      assert len(open_text_source(p)) == n, (d, split)
+  leftovers = [f for f in os.listdir(demo_corpus.corpus_dir(demo_cache)) if ".tmp." in f]
+  assert not leftovers
+
+
+def test_reuses_existing_corpus(demo_cache):
+  paths = demo_corpus.ensure_demo_corpus(demo_cache, "train")
+  mtimes = {p: os.path.getmtime(p) for p in paths.values()}
+  demo_corpus.ensure_demo_corpus(demo_cache, "train")
+  assert mtimes == {p: os.path.getmtime(p) for p in paths.values()}
+
+
+def test_generation_is_deterministic(demo_cache):
+  pools = demo_corpus._pools(stdlib_items()["train"])
+  for d in ("cc", "code", "math", "books"):
+    stored = _docs(demo_corpus.ensure_demo_corpus(demo_cache, "train")[d])
+    assert demo_corpus.generate_docs(d, "train", pools) == stored
+
+
+def test_domains_are_distinguishable(demo_cache):
+  docs = {d: _docs(p)[:200] for d, p in demo_corpus.ensure_demo_corpus(demo_cache, "train").items()}
+  assert all(len(set(v)) > 50 for v in docs.values())  # not one repeated doc
+  assert all("Answer" in t or "Solution" in t or "=" in t for t in docs["math"])
+  assert all("<think>" in t and "</think>" in t for t in docs["long_cot"])
+  assert all(t.startswith("<|start_of_role|>user") for t in docs["lang_instruct"] + docs["code_instruct"])
+  assert all(t.startswith("<repo>") for t in docs["code_repos"])
+  assert np.mean([len(t) for t in docs["books"]]) > 5 * np.mean([len(t) for t in docs["math"]])
+  french_or_spanish = sum(any(w in t for w in (" le ", " la ", " el ", " der ", " die ")) for t in docs["multilingual"])
+  assert french_or_spanish > 190
+
+
+def test_eval_split_is_held_out(demo_cache):
+  train = demo_corpus.ensure_demo_corpus(demo_cache, "train")
+  evals = demo_corpus.ensure_demo_corpus(demo_cache, "eval")
+  for d in ("cc_hq", "technical", "books", "math"):
+    assert not set(_docs(evals[d])) & set(_docs(train[d])), d

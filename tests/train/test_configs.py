@@ -1,0 +1,93 @@
+"""Recipe configs encode the Granite 4.1 table; bad input fails with a message naming the field."""
+import importlib
+
+import jax
+import pytest
+from ml_collections import ConfigDict
+
+from granite_jax.data.pipeline import mixture_weights
+from granite_jax.train.loop import total_steps
+from granite_jax.train.validate import validate
+
+RECIPE = {  # DESIGN.md / report, percent
+    "phase1": dict(cc=59, code=20, math=7, technical=10.5, multilingual=2, domain=1.5),
+    "phase2": dict(math=35, code=30, cc_hq=12, synthetic=9, technical=10, multilingual=3, domain=1),
+    "phase3": dict(cc_hq=16.67, math=16.67, code=16.67, synthetic=8.5, technical=12.5, multilingual=4.5,
+                   long_cot=12.5, lang_instruct=7.5, code_instruct=4.5),
+    "phase4": dict(cc_hq=40, code=20, math=20, long_cot=6, code_instruct=5, lang_instruct=9),
+}
+SCHEDULE = {"phase1": "power", "phase2": "power", "phase3": "exponential", "phase4": "linear_to_zero"}
+TOKENS = {"phase1": 10e12, "phase2": 2e12, "phase3": 2e12, "phase4": 0.5e12}
+
+
+def load(name, arg=None):
+  return importlib.import_module(f"configs.{name}").get_config(arg)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPE))
+def test_phase_configs_encode_the_recipe(name):
+  c = load(name, "8b")
+  total = sum(RECIPE[name].values())
+  got = mixture_weights(c.data)
+  assert set(got) == set(RECIPE[name])
+  for d, w in RECIPE[name].items():
+    assert got[d] == pytest.approx(w / total, abs=1e-9)
+  assert c.optim.schedule == SCHEDULE[name]
+  assert c.train.seq_len == 4096 and c.model.d_model == 4096 and c.model.n_layers == 40
+  assert total_steps(c) == int(TOKENS[name] // (c.train.global_batch * c.train.seq_len))
+
+
+def test_phase2_continues_phase1_power_curve():
+  assert load("phase2", "8b").optim.tokens_offset == 10e12
+
+
+@pytest.mark.parametrize("preset,shape", [
+    ("3b", (2560, 40, 40, 64, 8, 8192)), ("8b", (4096, 40, 32, 128, 8, 12800)),
+    ("30b", (4096, 64, 32, 128, 8, 32768))])
+def test_presets_have_report_shapes(preset, shape):
+  m = load("phase1", preset).model
+  assert (m.d_model, m.n_layers, m.n_heads, m.head_dim, m.n_kv_heads, m.d_ff) == shape
+  assert m.tie_embeddings
+
+
+def test_unknown_preset_in_config_string():
+  with pytest.raises(ValueError, match="unknown model preset 'huge'"):
+    load("phase2", "huge")
+
+
+def _tiny(**overrides):
+  c = load("phase2")
+  for path, v in overrides.items():
+    node = c
+    *head, last = path.split(".")
+    for h in head:
+      node = node[h]
+    node[last] = v
+  return c
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"mesh.shape": (3, 1, 1)}, r"mesh.shape=\(3, 1, 1\) does not divide the 8 available devices"),
+    ({"mesh.shape": (-1, -1, 1)}, "at most one axis may be -1"),
+    ({"train.global_batch": 6}, "train.global_batch=6 must be divisible by the data-parallel size"),
+    ({"train.seq_len": 8192}, "sequence length 8192 exceeds model.max_seq_len=4096"),
+    ({"model.attention_impl": "cudnn", "train.seq_len": 100}, "needs model.dtype bfloat16"),
+    ({"model.attention_impl": "flash9"}, "model.attention_impl='flash9'"),
+    ({"train.steps": 0}, "train.steps=0 must be an integer >= 1"),
+    ({"init_from": "/nonexistent/ckpt"}, "init_from='/nonexistent/ckpt': no such checkpoint directory"),
+    ({"mesh.shape": (1, 1, 8)}, "mesh tensor=8 must divide model.n_kv_heads=2"),
+])
+def test_bad_config_is_named(overrides, message):
+  with pytest.raises(ValueError, match=message):
+    validate(_tiny(**overrides), jax.device_count())
+
+
+@pytest.mark.parametrize("mixture,message", [
+    (dict(math=-1.0, code=1.0), "data.mixture.math=-1.0 must be >= 0"),
+    (dict(math=0.0, code=0.0), "all zero"),
+])
+def test_bad_mixture_is_named(mixture, message):
+  c = _tiny()
+  c.data.mixture = ConfigDict(mixture)
+  with pytest.raises(ValueError, match=message):
+    mixture_weights(c.data)
