@@ -8,7 +8,7 @@ tokenizer.json.
 from ml_collections import ConfigDict
 
 from granite_jax.data.domains import DOMAINS
-from granite_jax.model.config import PRESETS
+from granite_jax.model.config import PRESETS, preset
 from granite_jax.optim import default_optim_config
 
 # Tokens per optimizer step for the real sizes: 1024 x 4096 = 4.19M tokens.
@@ -28,7 +28,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c = ConfigDict()
   c.name = "base"
   c.preset = arg
-  c.model = ConfigDict(dict(PRESETS[arg]))
+  c.model = ConfigDict(preset(arg).to_dict())  # every field, so each is overridable
   c.model.remat_policy = "nothing_saveable"
   c.model.attention_impl = "xla" if is_tiny(arg) else "cudnn"
 
@@ -36,6 +36,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.data.mixture = ConfigDict({"cc": 1.0})
   # "" means the built-in demo corpus for that domain (fine for `tiny`, not for real runs).
   c.data.sources = ConfigDict({d: "" for d in DOMAINS})
+  c.data.eval_sources = ConfigDict({d: "" for d in DOMAINS})  # held-out data for real sources
   c.data.tokenizer = ""        # path to tokenizer.json; "" = demo BPE tokenizer
   c.data.cache_dir = ""        # demo corpus/tokenizer cache; "" = ~/.cache/granite_jax
   c.data.on_bad_record = "raise"  # or "skip"
@@ -58,7 +59,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     # The power curve meets the 1e-3 peak at ~45K tokens and decays to ~5e-4 by step 120.
     c.optim.peak_lr, c.optim.power_a = 1e-3, 0.3
   else:
-    # Meets the 3e-4 peak at ~10B tokens, ~8e-5 by the end of phase 1 (10T tokens).
+    # Meets the 3e-4 peak at 10B tokens and falls as tokens^-0.51 to ~9e-6 at 10T (end of phase 1).
     # (The power-scheduler paper's muP setting folds the batch size into `a`.)
     c.optim.peak_lr, c.optim.power_a = 3e-4, 38.0
 

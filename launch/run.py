@@ -22,9 +22,16 @@ def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:  # Orbax logs every save at INFO; keep the console readable
     logging.set_verbosity(logging.WARNING)
+  import jax
+
   from granite_jax.train.loop import run
+  from granite_jax.train.validate import validate
 
   config = _CONFIG.value
+  try:  # bad input: one line naming the field, not a traceback
+    validate(config, jax.device_count(), jax.process_count())
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"granite_jax: invalid config: {e}")
   workdir = _WORKDIR.value or os.path.join("runs", config.name if config.preset == "tiny"
                                            else f"{config.name}_{config.preset}")
   run(config, workdir)

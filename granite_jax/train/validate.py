@@ -10,6 +10,7 @@ import os
 
 from ml_collections import ConfigDict
 
+from granite_jax.data.pipeline import get_tokenizer, resolve_sources
 from granite_jax.model.config import PRESETS, ModelConfig
 from granite_jax.ops.attention import check_supported
 from granite_jax.sharding.mesh import resolve_shape
@@ -61,6 +62,12 @@ def validate(c: ConfigDict, n_devices: int, process_count: int = 1) -> ModelConf
   if shape.get("context", 1) > 1 and seq_len % shape["context"]:
     raise ValueError(f"train.seq_len={seq_len} must be divisible by mesh context={shape['context']}")
 
+  resolve_sources(c.data, "train")  # mixture weights, source paths (builds the demo corpus once)
+  if c.train.eval_batches:
+    resolve_sources(c.data, "eval")
+  vocab = get_tokenizer(c.data).get_vocab_size()
+  if vocab > model.vocab_size:
+    raise ValueError(f"data.tokenizer has {vocab} tokens, more than model.vocab_size={model.vocab_size}")
   if c.init_from and not os.path.isdir(c.init_from):
     raise ValueError(f"init_from={c.init_from!r}: no such checkpoint directory")
   if not math.isfinite(c.optim.peak_lr):

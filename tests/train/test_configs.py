@@ -84,7 +84,7 @@ def test_bad_config_is_named(overrides, message):
 
 @pytest.mark.parametrize("mixture,message", [
     (dict(math=-1.0, code=1.0), "data.mixture.math=-1.0 must be >= 0"),
-    (dict(math=0.0, code=0.0), "all zero"),
+    (dict(math=0.0, code=0.0), "all weights are zero"),
 ])
 def test_bad_mixture_is_named(mixture, message):
   c = _tiny()
