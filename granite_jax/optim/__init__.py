@@ -6,6 +6,11 @@ from granite_jax.optim.schedules import describe_schedule, make_schedule
 from granite_jax.optim.weight_decay import weight_decay_mask
 
 __all__ = [
-    "SCHEDULES", "default_optim_config", "validate_optim_config", "make_optimizer",
-    "describe_schedule", "make_schedule", "weight_decay_mask",
+  "SCHEDULES",
+  "default_optim_config",
+  "validate_optim_config",
+  "make_optimizer",
+  "describe_schedule",
+  "make_schedule",
+  "weight_decay_mask",
 ]

@@ -13,25 +13,27 @@ import jax
 
 
 def _key_name(key):
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
 
 
 def param_path(path) -> str:
-    return "/".join(_key_name(k) for k in path).lower()
+  return "/".join(_key_name(k) for k in path).lower()
 
 
 def decays(path: str, ndim: int, *, decay_embeddings: bool, decay_norms: bool) -> bool:
-    is_norm = "norm" in path or "scale" in path or ndim <= 1
-    is_embed = "embed" in path
-    return not (is_norm and not decay_norms) and not (is_embed and not decay_embeddings)
+  is_norm = "norm" in path or "scale" in path or ndim <= 1
+  is_embed = "embed" in path
+  return not (is_norm and not decay_norms) and not (is_embed and not decay_embeddings)
 
 
 def weight_decay_mask(params, *, decay_embeddings=False, decay_norms=False):
-    """Pytree of bools matching params: True where weight decay applies."""
-    return jax.tree_util.tree_map_with_path(
-        lambda p, x: decays(param_path(p), jax.numpy.ndim(x),
-                            decay_embeddings=decay_embeddings, decay_norms=decay_norms),
-        params)
+  """Pytree of bools matching params: True where weight decay applies."""
+  return jax.tree_util.tree_map_with_path(
+    lambda p, x: decays(
+      param_path(p), jax.numpy.ndim(x), decay_embeddings=decay_embeddings, decay_norms=decay_norms
+    ),
+    params,
+  )
