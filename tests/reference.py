@@ -40,8 +40,10 @@ def granite_forward(params, cfg, tokens_T, segment_ids_T=None, positions_T=None)
   L = p["layers"]
   for i in range(cfg.n_layers):
     h = rms_norm(x, L["attn_norm"]["scale"][i], cfg.rms_eps)
-    q = rope(np.einsum("td,dnh->tnh", h, L["attn"]["q"][i]), pos, cfg.rope_theta)
-    k = rope(np.einsum("td,dkh->tkh", h, L["attn"]["k"][i]), pos, cfg.rope_theta)
+    q = np.einsum("td,dnh->tnh", h, L["attn"]["q"][i])
+    k = np.einsum("td,dkh->tkh", h, L["attn"]["k"][i])
+    if cfg.position_embedding == "rope":
+      q, k = rope(q, pos, cfg.rope_theta), rope(k, pos, cfg.rope_theta)
     v = np.einsum("td,dkh->tkh", h, L["attn"]["v"][i])
     o = attention(q, k, v, mask, scale)
     x = x + cfg.residual_multiplier * np.einsum("tnh,nhd->td", o, L["attn"]["o"][i])

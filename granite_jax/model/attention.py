@@ -33,8 +33,11 @@ class Attention(nn.Module):
     q_BTNH = nn.with_logical_constraint(q_BTNH, ("act_batch", "act_length", "act_heads", None))
     k_BTKH = nn.with_logical_constraint(k_BTKH, ("act_batch", "act_length", "act_kv_heads", None))
     v_BTKH = nn.with_logical_constraint(v_BTKH, ("act_batch", "act_length", "act_kv_heads", None))
-    cos, sin = rope_cos_sin(positions_BT, H, c.rope_theta)
-    q_BTNH, k_BTKH = apply_rope(q_BTNH, cos, sin), apply_rope(k_BTKH, cos, sin)
+    if c.position_embedding == "rope":
+      cos, sin = rope_cos_sin(positions_BT, H, c.rope_theta)
+      q_BTNH, k_BTKH = apply_rope(q_BTNH, cos, sin), apply_rope(k_BTKH, cos, sin)
+    elif c.position_embedding != "nope":
+      raise ValueError(f"model.position_embedding={c.position_embedding!r} must be 'rope' or 'nope'")
     o_BTNH = attention(q_BTNH, k_BTKH, v_BTKH, scale=c.attn_scale,
                        segment_ids_BT=segment_ids_BT, impl=c.attention_impl)
     o_BTNH = nn.with_logical_constraint(o_BTNH, ("act_batch", "act_length", "act_heads", None))

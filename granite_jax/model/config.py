@@ -22,6 +22,7 @@ class ModelConfig:
   d_ff: int
   max_seq_len: int = 4096
   rope_theta: float = 10_000.0
+  position_embedding: str = "rope"  # or "nope" (no positional encoding; granitemoehybrid option)
   rms_eps: float = 1e-5
   tie_embeddings: bool = True
   # Granite's four scalar multipliers (muP-style; names as in HF GraniteConfig).

@@ -57,6 +57,15 @@ def test_untied_head_matches_reference():
   np.testing.assert_allclose(got, granite_forward(jax.device_get(p), cfg, tokens[0]), atol=1e-5, rtol=1e-4)
 
 
+def test_nope_matches_reference():
+  cfg = preset("tiny", **{**CFG.to_dict(), "position_embedding": "nope"})
+  p = init_params(cfg, jax.random.PRNGKey(2))
+  tokens = _tokens(1, 10)
+  got = np.asarray(Granite(cfg).apply({"params": p}, tokens))[0]
+  want = granite_forward(jax.device_get(p), cfg, tokens[0])
+  np.testing.assert_allclose(got, want, atol=2e-5 * np.abs(want).max(), rtol=1e-4)
+
+
 def test_causal_future_tokens_do_not_change_past(params, forward):
   tokens = _tokens(1, 16)
   base = np.asarray(forward(params, tokens, *_ones(1, 16)))
