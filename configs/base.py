@@ -52,7 +52,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.train.eval_every = 40
   c.train.eval_batches = 4
   c.train.on_nonfinite = "skip"  # or "stop"
-  c.train.max_consecutive_skips = 5
+  c.train.max_consecutive_skips = 5  # more non-finite steps in a row stop the run
+  c.train.loss_spike_factor = 3.0  # log a spike when loss > factor x its running mean (0 = off)
+  c.train.deterministic_gpu = False  # --xla_gpu_deterministic_ops: bitwise-repeatable GPU runs, slower
 
   c.optim = default_optim_config()
   if is_tiny(arg):

@@ -28,6 +28,8 @@ def main(argv):
   from granite_jax.train.validate import validate
 
   config = _CONFIG.value
+  if config.train.deterministic_gpu:  # must be set before the GPU backend starts
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
   try:  # bad input: one line naming the field, not a traceback
     validate(config, jax.device_count(), jax.process_count())
   except (ValueError, FileNotFoundError) as e:

@@ -1,24 +1,7 @@
 """End to end: `launch/run.py` as a user runs it, then resumed from its checkpoint."""
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def launch(workdir, cache, *flags):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as a user has
-  cmd = [sys.executable, os.path.join(ROOT, "launch", "run.py"), "--config=configs/phase2.py",
-         f"--workdir={workdir}", f"--config.data.cache_dir={cache}", *flags]
-  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-
-
-def metrics(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
+from tests.launcher import launch, metrics
 
 
 @pytest.mark.slow

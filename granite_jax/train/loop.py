@@ -7,7 +7,7 @@ newest checkpoint, data position included.
 from __future__ import annotations
 
 import dataclasses
-import math
+import json
 import os
 import time
 from typing import Any
@@ -22,7 +22,9 @@ from granite_jax.optim import describe_schedule, make_optimizer
 from granite_jax.sharding.mesh import make_mesh
 from granite_jax.train import state as state_lib
 from granite_jax.train import step as step_lib
+from granite_jax.train.guards import Guard
 from granite_jax.train.metrics import MetricsWriter
+from granite_jax.train.preemption import EXIT_PREEMPTED, Preemption
 from granite_jax.train.validate import validate
 
 
@@ -64,19 +66,23 @@ def to_global(batch: dict[str, np.ndarray], sharding) -> dict[str, jax.Array]:
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
 
 
-def initial_state(job: Job, ckpt: Checkpointer, data_iter) -> tuple[state_lib.TrainState, str]:
-  latest = ckpt.latest_step()
-  if latest is not None:
-    abstract = jax.eval_shape(state_lib.make_init_fn(job.model_cfg, job.tx, job.shardings),
-                              jax.random.PRNGKey(0))
-    state = ckpt.restore(latest, abstract_like(abstract, job.shardings), data_iter)
-    return state, f"resumed from step {latest} ({ckpt.directory})"
+def initial_state(job: Job, ckpt: Checkpointer, make_iter) -> tuple[state_lib.TrainState, Any, str]:
+  """(state, train iterator, how we started): newest good checkpoint, else init_from, else init."""
+  abstract = abstract_like(
+      jax.eval_shape(state_lib.make_init_fn(job.model_cfg, job.tx, job.shardings), jax.random.PRNGKey(0)),
+      job.shardings)
+  if ckpt.all_steps():
+    found = ckpt.restore_latest_good(abstract, make_iter)
+    if found is not None:
+      step, state, it = found
+      return state, it, f"resumed from step {step} ({ckpt.directory})"
   if job.config.init_from:
     abstract_params = jax.eval_shape(lambda: state_lib.init_params(job.model_cfg, jax.random.PRNGKey(0)))
     params = restore_params(job.config.init_from, abstract_like(abstract_params, job.shardings.params))
-    return state_lib.state_from_params(params, job.tx, job.shardings), f"params from {job.config.init_from}"
+    state = state_lib.state_from_params(params, job.tx, job.shardings)
+    return state, make_iter(), f"params from {job.config.init_from}"
   init = state_lib.make_init_fn(job.model_cfg, job.tx, job.shardings)
-  return init(jax.random.PRNGKey(job.config.train.seed)), "fresh init"
+  return init(jax.random.PRNGKey(job.config.train.seed)), make_iter(), "fresh init"
 
 
 def banner(job: Job, workdir: str, start: str) -> str:
@@ -112,66 +118,109 @@ def evaluate(job: Job, eval_fn, params) -> float:
   return loss_sum / max(n, 1.0)
 
 
+def write_run_files(config: ConfigDict, job: Job, workdir: str) -> None:
+  """config.json (the whole config) and model_config.json (what exporters need)."""
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json(indent=2))
+  with open(os.path.join(workdir, "model_config.json"), "w") as f:
+    json.dump(job.model_cfg.to_dict(), f, indent=2)
+
+
 def run(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
-  """Trains to `total_steps(config)`; returns a summary dict."""
+  """Trains to `total_steps(config)`; returns a summary dict.
+
+  Raises NonFiniteError when the numerics guard stops the run; exits with
+  EXIT_PREEMPTED (via SystemExit) after checkpointing on SIGTERM.
+  """
   job = build(config)
   c = config
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
-  train_it = pipeline.make_iterator(c.data, seq_len=c.train.seq_len, batch_size=job.local_batch,
-                                    seed=c.train.seed, split="train",
-                                    process_index=jax.process_index(), process_count=jax.process_count())
+  if is_main:
+    write_run_files(c, job, workdir)
+
+  def make_iter():
+    return pipeline.make_iterator(c.data, seq_len=c.train.seq_len, batch_size=job.local_batch,
+                                  seed=c.train.seed, split="train", process_index=jax.process_index(),
+                                  process_count=jax.process_count())
+
   ckpt = Checkpointer(os.path.join(workdir, "ckpt"), max_to_keep=c.ckpt.max_to_keep,
                       async_save=c.ckpt.async_save)
-  state, start = initial_state(job, ckpt, train_it)
+  state, train_it, start = initial_state(job, ckpt, make_iter)
   step = int(jax.device_get(state.step))
+  writer = MetricsWriter(workdir, enabled=is_main)
+  writer.truncate_after(step)  # a crashed run may have logged steps past its last checkpoint
   if is_main:
     print(banner(job, workdir, start), flush=True)
   train_fn = step_lib.jit_train_step(job.model_cfg, job.mesh, job.tx, job.schedule, job.shardings,
                                      c.train.grad_accum)
   eval_fn = step_lib.jit_eval_step(job.model_cfg, job.mesh, job.shardings.params)
   bs = step_lib.batch_sharding(job.mesh)
-  writer = MetricsWriter(workdir, enabled=is_main)
+  guard = Guard(c.train.on_nonfinite, c.train.max_consecutive_skips, c.train.loss_spike_factor)
+  preempt = Preemption()
   bar = _progress(progress and is_main, step, job.steps)
-  first = last = None
-  losses: list[float] = []
-  skips = 0
-  eval_loss = None
+  first = last = eval_loss = None
   t_mark, step_mark = time.perf_counter(), step
-  while step < job.steps:
-    batch = to_global(next(train_it), bs)
-    state, m = train_fn(state, batch)
-    step += 1
-    if step % c.train.log_every == 0 or step == job.steps or step == 1:
-      m = jax.device_get(m)
-      now = time.perf_counter()
-      tps = (step - step_mark) * job.tokens_per_step / max(now - t_mark, 1e-9)
-      t_mark, step_mark = now, step
-      loss = float(m["loss"])
-      skips = skips + int(m["skipped"]) if int(m["skipped"]) else 0
-      if int(m["skipped"]) and (c.train.on_nonfinite == "stop" or skips > c.train.max_consecutive_skips):
-        raise FloatingPointError(f"step {step}: non-finite loss={loss} or grad_norm={float(m['grad_norm'])}")
+  pending = None  # (step, metrics) of the step in flight: checked one step late to keep dispatch async
+
+  def settle(pending, with_eval=False):
+    nonlocal first, last, eval_loss, t_mark, step_mark
+    s, m = pending
+    m = jax.device_get(m)
+    loss, gnorm, skipped = float(m["loss"]), float(m["grad_norm"]), bool(m["skipped"])
+    events = guard.check(s, loss, gnorm, skipped)  # may raise NonFiniteError
+    if not (s % c.train.log_every == 0 or s == job.steps or s == 1 or events or with_eval):
+      return
+    now = time.perf_counter()
+    tps = (s - step_mark) * job.tokens_per_step / max(now - t_mark, 1e-9)
+    t_mark, step_mark = now, s
+    if not skipped:
       first = loss if first is None else first
       last = loss
-      losses.append(loss)
-      record = dict(step=step, loss=loss, lr=float(m["lr"]), grad_norm=float(m["grad_norm"]),
-                    tokens_per_sec=tps, tokens_seen=step * job.tokens_per_step,
-                    skipped=int(m["skipped"]))
-      if step % c.train.eval_every == 0 or step == job.steps:
-        eval_loss = evaluate(job, eval_fn, state.params)
-        record["eval_loss"] = eval_loss
-      writer.write(record)
-      bar.set_postfix(loss=f"{loss:.3f}", lr=f"{record['lr']:.2e}", tok_s=f"{tps:,.0f}")
-    bar.update(1)
-    if step % c.ckpt.every_steps == 0 or step == job.steps:
-      ckpt.save(step, state, train_it)
+    record = dict(step=s, loss=loss, lr=float(m["lr"]), grad_norm=gnorm, tokens_per_sec=tps,
+                  tokens_seen=s * job.tokens_per_step, skipped=int(skipped), **events)
+    if with_eval:  # only called when `state` is the state after step s
+      eval_loss = evaluate(job, eval_fn, state.params)
+      record["eval_loss"] = eval_loss
+    writer.write(record)
+    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{record['lr']:.2e}", tok_s=f"{tps:,.0f}")
+
+  try:
+    while step < job.steps:
+      batch = to_global(next(train_it), bs)
+      state, m = train_fn(state, batch)
+      step += 1
+      if pending is not None:
+        settle(pending)
+        pending = None
+      bar.update(1)
+      must_save = step % c.ckpt.every_steps == 0 or step == job.steps
+      eval_due = bool(c.train.eval_batches) and (step % c.train.eval_every == 0 or step == job.steps)
+      # Multi-host agreement on preemption costs a collective: ask only at log/save steps.
+      stop = preempt.should_stop(step) if (jax.process_count() == 1 or must_save
+                                           or step % c.train.log_every == 0) else False
+      if must_save or stop or eval_due:
+        settle((step, m), with_eval=eval_due)  # never checkpoint a step the guard has not seen
+      else:
+        pending = (step, m)
+      if must_save or stop:
+        ckpt.save(step, state, train_it)
+      if stop:
+        ckpt.close()
+        bar.close()
+        print(f"granite_jax: preempted; checkpoint at step {step} committed, exiting with "
+              f"{EXIT_PREEMPTED}", flush=True)
+        raise SystemExit(EXIT_PREEMPTED)
+  finally:
+    preempt.restore()
   bar.close()
   ckpt.close()
   summary = dict(steps=job.steps, first_loss=first, final_loss=last, eval_loss=eval_loss,
-                 workdir=workdir)
+                 skipped_steps=guard.total_skipped, workdir=workdir)
   if is_main and first is not None:
     print(f"done: {job.steps} steps, loss {first:.3f} -> {last:.3f}"
           + (f", eval loss {eval_loss:.3f}" if eval_loss is not None else "")
+          + (f", {guard.total_skipped} skipped steps" if guard.total_skipped else "")
           + f"; metrics in {writer.path}", flush=True)
   return summary
 

@@ -21,6 +21,19 @@ class MetricsWriter:
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.enabled = enabled
 
+  def truncate_after(self, step: int) -> None:
+    """Drops records past `step` (logged by a run that died before checkpointing them)."""
+    if not self.enabled or not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      lines = [l for l in f if l.strip()]
+    keep = [l for l in lines if json.loads(l).get("step", 0) <= step]
+    if len(keep) != len(lines):
+      tmp = self.path + ".tmp"
+      with open(tmp, "w") as f:
+        f.writelines(keep)
+      os.replace(tmp, self.path)
+
   def write(self, record: dict[str, Any]) -> None:
     if not self.enabled:
       return
