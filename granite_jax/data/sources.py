@@ -6,6 +6,7 @@ the pipeline filters) or raised with file + record index (`on_bad_record`).
 """
 from __future__ import annotations
 
+import collections
 import glob
 import logging
 import os
@@ -16,6 +17,13 @@ import numpy as np
 from granite_jax.data.file_readers import READERS, BadRecord
 
 ON_BAD_RECORD = ("skip", "raise")
+
+# Records skipped under on_bad_record="skip", per file, for the training metrics.
+SKIPPED: "collections.Counter[str]" = collections.Counter()
+
+
+def skipped_records() -> int:
+  return sum(SKIPPED.values())
 
 
 def _supported(path: str) -> bool:
@@ -75,6 +83,7 @@ class TextSource:
       msg = f"{reader.path}: bad record {local}: {e}"
       if self.on_bad_record == "raise":
         raise ValueError(msg + " (set data.on_bad_record='skip' to drop such records)") from None
+      SKIPPED[reader.path] += 1
       if reader.path not in self._warned:  # one warning per file, not per record
         self._warned.add(reader.path)
         logging.warning("skipping %s (further bad records in this file are skipped silently)", msg)

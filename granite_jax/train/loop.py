@@ -18,6 +18,7 @@ from ml_collections import ConfigDict
 
 from granite_jax.ckpt.manager import Checkpointer, abstract_like, restore_params
 from granite_jax.data import pipeline
+from granite_jax.data.sources import skipped_records
 from granite_jax.optim import describe_schedule, make_optimizer
 from granite_jax.sharding.mesh import make_mesh
 from granite_jax.train import state as state_lib
@@ -179,6 +180,8 @@ def run(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str,
       last = loss
     record = dict(step=s, loss=loss, lr=float(m["lr"]), grad_norm=gnorm, tokens_per_sec=tps,
                   tokens_seen=s * job.tokens_per_step, skipped=int(skipped), **events)
+    if skipped_records():
+      record["bad_records_skipped"] = skipped_records()
     if with_eval:  # only called when `state` is the state after step s
       eval_loss = evaluate(job, eval_fn, state.params)
       record["eval_loss"] = eval_loss

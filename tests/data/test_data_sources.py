@@ -84,8 +84,13 @@ def test_malformed_jsonl_raises_with_file_and_line(tmp_path):
 
 
 def test_malformed_jsonl_skipped(tmp_path):
-  ds = text_dataset(_malformed_jsonl(tmp_path), on_bad_record="skip")
+  from granite_jax.data import sources
+
+  path = _malformed_jsonl(tmp_path)
+  ds = text_dataset(path, on_bad_record="skip")
+  before = sources.skipped_records()
   assert list(ds.filter(bool)) == ["ok 0", "ok 1", "ok 4"]
+  assert sources.skipped_records() - before == 2  # counted for the training metrics
 
 
 def test_bad_arrayrecord_and_parquet_records(tmp_path):
