@@ -10,6 +10,7 @@ from ml_collections import ConfigDict
 from granite_jax.data.domains import DOMAINS
 from granite_jax.model.config import PRESETS, preset
 from granite_jax.optim import default_optim_config
+from granite_jax.sharding import distributed, xla_profile
 
 # Tokens per optimizer step for the real sizes: 1024 x 4096 = 4.19M tokens.
 # The report does not give the pretraining batch; this is Granite 3/4's order of magnitude.
@@ -53,6 +54,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.train.eval_batches = 4
   c.train.on_nonfinite = "skip"  # or "stop"
   c.train.max_consecutive_skips = 5  # more non-finite steps in a row stop the run
+  c.train.peak_flops = 0.0     # per-device peak FLOP/s for the logged MFU; 0 = unknown, no mfu
   c.train.loss_spike_factor = 3.0  # log a spike when loss > factor x its running mean (0 = off)
   c.train.deterministic_gpu = False  # --xla_gpu_deterministic_ops: bitwise-repeatable GPU runs, slower
 
@@ -68,17 +70,22 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.mesh = ConfigDict()
   c.mesh.shape = (-1, 1, 1)    # -1 fills with the remaining devices
   c.mesh.axes = ("data", "fsdp", "tensor")
+  # Across NVLink domains (racks): one size per axis dividing mesh.shape; () = one flat mesh.
+  # See configs/meshes.py for the GB200 NVL72 layouts.
+  c.mesh.dcn_shape = ()
+  c.distributed = distributed.default_config()  # jax.distributed.initialize (SLURM / explicit)
+  c.xla = xla_profile.default_config()          # named XLA/GPU flag profile, applied before JAX starts
 
   c.ckpt = ConfigDict()
   c.ckpt.every_steps = 50
   c.ckpt.max_to_keep = 3
   c.ckpt.async_save = True
 
+  c.merge = merge_config()
   c.init_from = ""  # checkpoint directory of the previous stage: params only, fresh optimizer
   return c
 
 
-def total_steps(c: ConfigDict) -> int:
-  if c.train.tokens > 0:
-    return max(1, int(c.train.tokens // (c.train.global_batch * c.train.seq_len)))
-  return int(c.train.steps)
+def merge_config(enabled: bool = False, weight: float = 0.5) -> ConfigDict:
+  """End-of-stage model merge: `weight` x this stage's result + (1 - weight) x `init_from`."""
+  return ConfigDict(dict(enabled=enabled, weight=weight))

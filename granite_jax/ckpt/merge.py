@@ -76,6 +76,12 @@ def _model_config(ckpt_dir: str) -> dict | None:
     return json.load(f)
 
 
+# Fields that decide tensor shapes; others (rope_theta, max_seq_len, dtype...) may differ
+# between stages being merged, and the merged model takes the first input's.
+SHAPE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff",
+                "tie_embeddings")
+
+
 def merge(inputs: Sequence[str], weights: Sequence[float], out_dir: str, *, progress: bool = True) -> str:
   if len(inputs) < 2:
     raise ValueError("merge needs at least two checkpoints")
@@ -87,8 +93,8 @@ def merge(inputs: Sequence[str], weights: Sequence[float], out_dir: str, *, prog
   configs = [_model_config(d) for d in inputs]
   known = [(d, c) for d, c in zip(inputs, configs) if c is not None]
   for d, c in known[1:]:
-    if c != known[0][1]:
-      diff = sorted(k for k in set(c) | set(known[0][1]) if c.get(k) != known[0][1].get(k))
+    diff = [k for k in SHAPE_FIELDS if c.get(k) != known[0][1].get(k)]
+    if diff:
       raise ValueError(f"model configs differ between {known[0][0]} and {d}: {diff}")
   dirs = [_step_dir(d)[0] for d in inputs]
   metas = [param_metadata(d) for d in dirs]

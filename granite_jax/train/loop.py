@@ -16,11 +16,12 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
+from granite_jax import flops
 from granite_jax.ckpt.manager import Checkpointer, abstract_like, restore_params
 from granite_jax.data import pipeline
 from granite_jax.data.sources import skipped_records
 from granite_jax.optim import describe_schedule, make_optimizer
-from granite_jax.sharding.mesh import make_mesh
+from granite_jax.sharding.mesh import mesh_from_config
 from granite_jax.train import state as state_lib
 from granite_jax.train import step as step_lib
 from granite_jax.train.guards import Guard
@@ -54,7 +55,7 @@ class Job:
 
 def build(config: ConfigDict) -> Job:
   model_cfg = validate(config, jax.device_count(), jax.process_count())
-  mesh = make_mesh(config.mesh.shape, config.mesh.axes)
+  mesh = mesh_from_config(config.mesh)  # hybrid (ICI x DCN) when mesh.dcn_shape is set
   steps = total_steps(config)
   tokens_per_step = config.train.global_batch * config.train.seq_len
   tx, schedule = make_optimizer(config.optim, total_steps=steps, tokens_per_step=tokens_per_step)
@@ -161,6 +162,7 @@ def run(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str,
   preempt = Preemption()
   bar = _progress(progress and is_main, step, job.steps)
   first = last = eval_loss = None
+  flops_per_token = flops.train_flops_per_token(job.model_cfg, c.train.seq_len)
   t_mark, step_mark = time.perf_counter(), step
   pending = None  # (step, metrics) of the step in flight: checked one step late to keep dispatch async
 
@@ -180,6 +182,9 @@ def run(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str,
       last = loss
     record = dict(step=s, loss=loss, lr=float(m["lr"]), grad_norm=gnorm, tokens_per_sec=tps,
                   tokens_seen=s * job.tokens_per_step, skipped=int(skipped), **events)
+    mfu = flops.mfu(tps, flops_per_token, c.train.get("peak_flops", 0.0) * jax.device_count())
+    if mfu is not None:  # needs train.peak_flops (per device); 0 = unknown
+      record["mfu"] = mfu
     if skipped_records():
       record["bad_records_skipped"] = skipped_records()
     if with_eval:  # only called when `state` is the state after step s
@@ -218,14 +223,35 @@ def run(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str,
     preempt.restore()
   bar.close()
   ckpt.close()
+  writer.close()
   summary = dict(steps=job.steps, first_loss=first, final_loss=last, eval_loss=eval_loss,
                  skipped_steps=guard.total_skipped, workdir=workdir)
+  if c.get("merge") and c.merge.enabled and c.init_from:
+    summary["merged"] = merge_with_start(c, workdir)
   if is_main and first is not None:
     print(f"done: {job.steps} steps, loss {first:.3f} -> {last:.3f}"
           + (f", eval loss {eval_loss:.3f}" if eval_loss is not None else "")
           + (f", {guard.total_skipped} skipped steps" if guard.total_skipped else "")
           + f"; metrics in {writer.path}", flush=True)
   return summary
+
+
+def merge_with_start(c: ConfigDict, workdir: str) -> str | None:
+  """The LCE model merge: weight x this stage + (1 - weight) x the checkpoint it started from."""
+  from granite_jax.ckpt.merge import merge
+
+  out = os.path.join(workdir, "merged", "ckpt")
+  if jax.process_count() > 1:  # the merge is a host-side tool; run it once, on one machine
+    print(f"granite_jax: run `python -m granite_jax.ckpt.merge {out} {workdir}/ckpt:{c.merge.weight} "
+          f"{c.init_from}:{1 - c.merge.weight}` to merge this stage", flush=True)
+    return None
+  if os.path.isdir(out):
+    return out
+  merge([os.path.join(workdir, "ckpt"), c.init_from], [c.merge.weight, 1 - c.merge.weight], out,
+        progress=False)
+  print(f"merged {c.merge.weight:g} x this stage + {1 - c.merge.weight:g} x {c.init_from} -> {out} "
+        f"(next stage: --config.init_from={out})", flush=True)
+  return out
 
 
 def _progress(enabled: bool, start: int, total: int):

@@ -1,0 +1,47 @@
+"""Phase 5a: long-context extension 4K -> 32K on the phase-4 mixture.
+
+Start from phase 4: `--config.init_from=runs/phase4/ckpt`. LR decays exponentially
+from 1e-4 to 0; at the end the result is merged with the starting checkpoint
+(`merge.*`) so short-context quality survives. `tiny` scales 32K down to 1024.
+"""
+from configs import base, phase4
+
+# RoPE theta per stage: pretraining uses 1e4; the LCE stages raise it
+# (ABF-style) and end at 1e7, the value released Granite checkpoints carry.
+ROPE_THETA = {"lce_32k": 1e6, "lce_128k": 1e7, "lce_512k": 1e7}
+TINY_LENGTH = {"lce_32k": 1024, "lce_128k": 2048, "lce_512k": 4096}
+REAL_LENGTH = {"lce_32k": 32_768, "lce_128k": 131_072, "lce_512k": 524_288}
+# Context-parallel degree for the real sizes (sequence split over this many GPUs of one NVLink domain).
+REAL_CONTEXT = {"lce_32k": 1, "lce_128k": 4, "lce_512k": 16}
+# Token budgets: the report does not give them; these are our defaults.
+REAL_TOKENS = {"lce_32k": 60e9, "lce_128k": 30e9, "lce_512k": 10e9}
+
+
+def lce_config(name: str, arg: str | None):
+  c = phase4.get_config(arg)
+  c.name = name
+  tiny = base.is_tiny(c.preset)
+  length = TINY_LENGTH[name] if tiny else REAL_LENGTH[name]
+  c.train.seq_len = length
+  c.model.max_seq_len = length
+  c.model.rope_theta = ROPE_THETA[name]
+  # ~4M tokens per step at every length (tiny: 8K tokens per step).
+  c.train.global_batch = max(1, (8192 if tiny else 4 * 1024 * 1024) // length)
+  c.optim.schedule = "exponential"
+  c.optim.peak_lr = 1e-4
+  c.optim.final_lr = 0.0
+  c.optim.warmup_steps = 0
+  c.train.eval_every = 10 if tiny else 200
+  if tiny:
+    c.train.steps = 40
+  else:
+    c.train.tokens = REAL_TOKENS[name]
+    c.model.attention_impl = "cudnn" if REAL_CONTEXT[name] == 1 else "allgather"
+    c.mesh.axes = ("data", "fsdp", "tensor", "context")
+    c.mesh.shape = (-1, 1, 1, REAL_CONTEXT[name])
+  c.merge = base.merge_config(enabled=True, weight=0.5)
+  return c
+
+
+def get_config(arg: str | None = None):
+  return lce_config("lce_32k", arg)
