@@ -1,13 +1,19 @@
-"""Grouped-query self-attention with RoPE (Granite's attention block)."""
+"""Grouped-query self-attention with RoPE (Granite's attention block).
+
+With `cache_kv` (this layer's k/v [B, S_max, K, H], see granite_jax.model.cache)
+the new keys/values are written at `cache_index` and the queries attend over
+the whole cache; the call then returns `(out, (k, v))`.
+"""
 from __future__ import annotations
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from granite_jax.model.cache import decode_mask
 from granite_jax.model.config import ModelConfig
 from granite_jax.model.layers import apply_rope, rope_cos_sin
-from granite_jax.ops.attention import attention
+from granite_jax.ops.attention import BLOCKED_IMPLS, attention
 
 
 class Attention(nn.Module):
@@ -18,7 +24,8 @@ class Attention(nn.Module):
                       shape, self.cfg.param_dtype).astype(self.cfg.dtype)
 
   @nn.compact
-  def __call__(self, x_BTD, segment_ids_BT, positions_BT):
+  def __call__(self, x_BTD, segment_ids_BT, positions_BT, cache_kv=None,
+               kv_segment_ids_BS=None, cache_index=None):
     c = self.cfg
     D, N, K, H = c.d_model, c.n_heads, c.n_kv_heads, c.head_dim
     wq_DNH = self._kernel("q", (D, N, H), ("embed", "heads", "head_dim"), c.init_std)
@@ -38,7 +45,31 @@ class Attention(nn.Module):
       q_BTNH, k_BTKH = apply_rope(q_BTNH, cos, sin), apply_rope(k_BTKH, cos, sin)
     elif c.position_embedding != "nope":
       raise ValueError(f"model.position_embedding={c.position_embedding!r} must be 'rope' or 'nope'")
+    if cache_kv is not None:
+      return self._decode(q_BTNH, k_BTKH, v_BTKH, wo_NHD, segment_ids_BT, cache_kv,
+                          kv_segment_ids_BS, cache_index)
+    # Blocked impls mask by position: context parallelism may permute the tokens.
+    blocked = c.attention_impl in BLOCKED_IMPLS
     o_BTNH = attention(q_BTNH, k_BTKH, v_BTKH, scale=c.attn_scale,
-                       segment_ids_BT=segment_ids_BT, impl=c.attention_impl)
+                       segment_ids_BT=segment_ids_BT, impl=c.attention_impl,
+                       positions_BT=positions_BT if blocked else None, block=c.attention_block)
     o_BTNH = nn.with_logical_constraint(o_BTNH, ("act_batch", "act_length", "act_heads", None))
     return jnp.einsum("btnh,nhd->btd", o_BTNH, wo_NHD)
+
+  def _decode(self, q_BTNH, k_BTKH, v_BTKH, wo_NHD, segment_ids_BT, cache_kv,
+              kv_segment_ids_BS, cache_index):
+    c = self.cfg
+    k_BSKH, v_BSKH = cache_kv
+    at = (0, cache_index, 0, 0)
+    k_BSKH = jax.lax.dynamic_update_slice(k_BSKH, k_BTKH.astype(k_BSKH.dtype), at)
+    v_BSKH = jax.lax.dynamic_update_slice(v_BSKH, v_BTKH.astype(v_BSKH.dtype), at)
+    kv_axes = ("act_batch", None, "act_kv_heads", None)
+    k_BSKH = nn.with_logical_constraint(k_BSKH, kv_axes)
+    v_BSKH = nn.with_logical_constraint(v_BSKH, kv_axes)
+    mask_BTS = decode_mask(segment_ids_BT, kv_segment_ids_BS, cache_index)
+    # cuDNN's flash kernel wants long blocks; a 1-token decode step uses XLA's lowering.
+    impl = "jax" if c.attention_impl == "cudnn" else c.attention_impl
+    o_BTNH = attention(q_BTNH, k_BSKH.astype(q_BTNH.dtype), v_BSKH.astype(q_BTNH.dtype),
+                       scale=c.attn_scale, mask_BTS=mask_BTS, impl=impl)
+    o_BTNH = nn.with_logical_constraint(o_BTNH, ("act_batch", "act_length", "act_heads", None))
+    return jnp.einsum("btnh,nhd->btd", o_BTNH, wo_NHD), (k_BSKH, v_BSKH)

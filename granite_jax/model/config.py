@@ -34,6 +34,7 @@ class ModelConfig:
   dtype: str = "float32"        # activations / matmul inputs
   param_dtype: str = "float32"  # master weights
   attention_impl: str = "xla"   # see granite_jax.ops.attention.IMPLS
+  attention_block: int = 512    # query/key block of the blockwise, ring and allgather impls
   remat_policy: str = "nothing_saveable"  # see granite_jax.model.decoder.REMAT_POLICIES
 
   @property

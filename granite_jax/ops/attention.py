@@ -6,25 +6,40 @@ Implementations (config `model.attention_impl`):
   cudnn   -- `jax.nn.dot_product_attention(implementation="cudnn")`, the cuDNN
              flash kernel (GPU only, bf16/fp16). Packed batches pass the
              segment mask as a boolean mask.
+  blockwise  -- online softmax over query/key blocks, no T x S scores (ops/blockwise.py).
+  ring, allgather -- context parallel over the `context` mesh axis (ops/context_parallel.py).
 All honour the causal mask and segment ids: a token attends only to earlier
 tokens of its own segment. Padding (segment 0) attends to padding, which keeps
-its rows finite; the loss masks it out.
+its rows finite; the loss masks it out. An optional extra `mask_BTS` is ANDed
+in (the KV-cache decode path uses it for slot validity and causality).
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-IMPLS = ("xla", "jax", "cudnn")
+from granite_jax.ops import blockwise, context_parallel
+
+IMPLS = ("xla", "jax", "cudnn", "blockwise", "ring", "allgather")
+# No T x S scores (granite_jax/ops/blockwise.py, context_parallel.py); mask from positions.
+BLOCKED_IMPLS = ("blockwise", "ring", "allgather")
 
 
 def check_supported(impl: str, *, seq_len: int, head_dim: int, dtype: str,
-                    max_seq_len: int) -> None:
+                    max_seq_len: int, block: int = 512, context: int = 1) -> None:
   """Raises ValueError for a configuration the chosen kernel cannot run."""
   if impl not in IMPLS:
     raise ValueError(f"model.attention_impl={impl!r} is not one of {list(IMPLS)}")
   if seq_len > max_seq_len:
     raise ValueError(f"sequence length {seq_len} exceeds model.max_seq_len={max_seq_len}")
+  if impl in BLOCKED_IMPLS:
+    chunk = seq_len // (2 * context if impl != "blockwise" and context > 1 else 1)
+    if impl != "blockwise" and context > 1 and seq_len % (2 * context):
+      raise ValueError(f"model.attention_impl={impl!r} needs the sequence length divisible by "
+                       f"2 x mesh context = {2 * context} (load balance), got {seq_len}")
+    if block < 1 or (chunk > block and chunk % block):
+      raise ValueError(f"model.attention_block={block} must divide the attention chunk of {chunk} "
+                       f"tokens (sequence length {seq_len}, impl {impl!r}, context {context})")
   if impl == "cudnn":
     if dtype not in ("bfloat16", "float16"):
       raise ValueError(f"model.attention_impl='cudnn' needs model.dtype bfloat16 or float16, got {dtype!r}")
@@ -52,22 +67,40 @@ def _causal_mask(T: int, S: int) -> jax.Array:
 def attention(q_BTNH: jax.Array, k_BSKH: jax.Array, v_BSKH: jax.Array, *,
               scale: float, segment_ids_BT: jax.Array | None = None,
               kv_segment_ids_BS: jax.Array | None = None,
-              impl: str = "xla") -> jax.Array:
-  """Grouped-query causal attention. N query heads share K kv heads (N % K == 0)."""
+              mask_BTS: jax.Array | None = None,
+              impl: str = "xla", positions_BT: jax.Array | None = None,
+              kv_positions_BS: jax.Array | None = None, block: int = 512) -> jax.Array:
+  """Grouped-query causal attention. N query heads share K kv heads (N % K == 0).
+
+  `mask_BTS` (bool [B, T, S], optional) further restricts which keys a query sees.
+  With `positions_BT` (and `kv_positions_BS`, default the same) causality is by
+  position, not index: valid for any token order when positions increase within
+  a segment. `block` is the query/key block of the BLOCKED_IMPLS.
+  """
+  if impl in BLOCKED_IMPLS and mask_BTS is None:
+    return _blocked(q_BTNH, k_BSKH, v_BSKH, scale=scale, segment_ids_BT=segment_ids_BT,
+                    kv_segment_ids_BS=kv_segment_ids_BS, positions_BT=positions_BT,
+                    kv_positions_BS=kv_positions_BS, block=block, impl=impl)
   if kv_segment_ids_BS is None:
     kv_segment_ids_BS = segment_ids_BT
   B, T, N, H = q_BTNH.shape
   S, K = k_BSKH.shape[1], k_BSKH.shape[2]
-  mask_BTS = _causal_mask(T, S)[None]
+  if positions_BT is not None:
+    kv_positions_BS = positions_BT if kv_positions_BS is None else kv_positions_BS
+    allowed_BTS = positions_BT[:, :, None] >= kv_positions_BS[:, None, :]
+  else:
+    allowed_BTS = _causal_mask(T, S)[None]
   if segment_ids_BT is not None:
-    mask_BTS = mask_BTS & segment_mask(segment_ids_BT, kv_segment_ids_BS)
-  if impl == "xla":
-    return _xla(q_BTNH, k_BSKH, v_BSKH, mask_BTS, scale)
+    allowed_BTS = allowed_BTS & segment_mask(segment_ids_BT, kv_segment_ids_BS)
+  if mask_BTS is not None:
+    allowed_BTS = allowed_BTS & mask_BTS
+  if impl == "xla" or impl in BLOCKED_IMPLS:  # blocked impls with a mask_BTS: decode
+    return _xla(q_BTNH, k_BSKH, v_BSKH, allowed_BTS, scale)
   if impl in ("jax", "cudnn"):
-    packed = segment_ids_BT is not None
+    packed = segment_ids_BT is not None or mask_BTS is not None or positions_BT is not None
     return jax.nn.dot_product_attention(
         q_BTNH, k_BSKH, v_BSKH,
-        mask=jnp.broadcast_to(mask_BTS, (B, T, S))[:, None] if packed else None,
+        mask=jnp.broadcast_to(allowed_BTS, (B, T, S))[:, None] if packed else None,
         is_causal=not packed, scale=scale,
         implementation="cudnn" if impl == "cudnn" else "xla")
   raise ValueError(f"model.attention_impl={impl!r} is not one of {list(IMPLS)}")
@@ -83,3 +116,9 @@ def _xla(q_BTNH, k_BSKH, v_BSKH, mask_BTS, scale):
   p_BKGTS = jax.nn.softmax(s_BKGTS, axis=-1).astype(v_BSKH.dtype)
   o_BTKGH = jnp.einsum("bkgts,bskh->btkgh", p_BKGTS, v_BSKH)
   return o_BTKGH.reshape(B, T, N, H)
+
+
+def _blocked(q_BTNH, k_BSKH, v_BSKH, *, impl, **kw):
+  if impl == "blockwise":
+    return blockwise.blockwise_attention(q_BTNH, k_BSKH, v_BSKH, **kw)
+  return context_parallel.context_attention(q_BTNH, k_BSKH, v_BSKH, impl=impl, **kw)

@@ -16,6 +16,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from granite_jax.model import Granite, ModelConfig
+from granite_jax.ops import context_parallel as cp
 from granite_jax.sharding.rules import rules_for
 from granite_jax.train.state import TrainState
 
@@ -38,10 +39,24 @@ def loss_sums(params, batch: Batch, model: Granite):
   """(sum of token losses, number of trainable tokens) for one (micro)batch."""
   logits_BTV = model.apply({"params": params}, batch["tokens"],
                            segment_ids=batch["segment_ids"], positions=batch["positions"])
-  targets_BT, weights_BT = next_token_targets(batch)
+  if "targets" in batch:  # computed before a permutation (context_balanced)
+    targets_BT, weights_BT = batch["targets"], batch["weights"]
+  else:
+    targets_BT, weights_BT = next_token_targets(batch)
   logz_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
   tgt_BT = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
   return jnp.sum((logz_BT - tgt_BT) * weights_BT), jnp.sum(weights_BT)
+
+
+def context_balanced(batch: Batch, n_shards: int) -> Batch:
+  """Targets in the true order, then every array in causal load-balance order.
+
+  The loss is a sum over tokens, so it does not depend on the order.
+  """
+  targets_BT, weights_BT = next_token_targets(batch)
+  batch = {k: v for k, v in batch.items() if k != "loss_mask"}  # folded into weights
+  perm = cp.load_balance_permutation(batch["tokens"].shape[1], n_shards)
+  return {k: cp.apply(v, perm) for k, v in dict(batch, targets=targets_BT, weights=weights_BT).items()}
 
 
 def _grads(params, batch: Batch, model: Granite, grad_accum: int):
@@ -63,7 +78,9 @@ def _grads(params, batch: Batch, model: Granite, grad_accum: int):
 
 def train_step(state: TrainState, batch: Batch, *, model: Granite,
                tx: optax.GradientTransformation, schedule: optax.Schedule,
-               grad_accum: int = 1):
+               grad_accum: int = 1, context_shards: int = 1):
+  if context_shards > 1:
+    batch = context_balanced(batch, context_shards)
   loss_sum, n_tokens, grads = _grads(state.params, batch, model, grad_accum)
   denom = jnp.maximum(n_tokens, 1.0)
   loss = loss_sum / denom
@@ -99,10 +116,13 @@ def jit_train_step(cfg: ModelConfig, mesh: Mesh, tx, schedule, state_shardings: 
   model = Granite(cfg)
   b_shard = batch_sharding(mesh)
   replicated = NamedSharding(mesh, P())
+  # Ring/all-gather attention: balance the causal work over the context shards.
+  shards = cp.context_size(mesh)[1] if cfg.attention_impl in ("ring", "allgather") else 1
 
   def step(state, batch):
     with nn.logical_axis_rules(rules_for(mesh)):
-      return train_step(state, batch, model=model, tx=tx, schedule=schedule, grad_accum=grad_accum)
+      return train_step(state, batch, model=model, tx=tx, schedule=schedule, grad_accum=grad_accum,
+                        context_shards=shards)
 
   jitted = jax.jit(step, in_shardings=(state_shardings, b_shard),
                    out_shardings=(state_shardings, replicated), donate_argnums=(0,))

@@ -1,0 +1,1 @@
+"""Reinforcement learning (GRPO / DAPO): sampler, advantages, policy loss, rewards."""

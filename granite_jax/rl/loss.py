@@ -1,0 +1,85 @@
+"""The clipped policy-gradient loss of GRPO / DAPO, with k3 KL and three aggregations.
+
+Per token: ratio = exp(logp - old_logp);
+  pg = max(-A * ratio, -A * clip(ratio, 1 - eps_low, 1 + eps_high))   (asymmetric clip, DAPO)
+  pg = min(pg, -A * dual_clip) where A < 0                             (dual clip, c > 1)
+  kl = exp(ref - logp) - (ref - logp) - 1                              (k3 estimator)
+  loss_t = pg + kl_coef * kl
+Aggregations over the masked tokens:
+  token-mean           sum_t loss_t / num_tokens (DAPO: every token weighs the same);
+  seq-mean-token-mean  mean over sequences of each sequence's token mean (GRPO);
+  seq-mean-token-sum   mean over sequences of each sequence's token sum.
+`num_tokens` / `num_seqs` default to this batch's counts; the train step passes
+the global counts of the whole batch so micro-batches and data-parallel shards
+add up to exactly the full-batch gradient.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+
+
+def token_logprobs(logits_BTV: jax.Array, targets_BT: jax.Array, temperature: float = 1.0):
+  """(log p(target) [B, T], entropy [B, T]) of softmax(logits / temperature), in float32."""
+  logp_BTV = jax.nn.log_softmax(logits_BTV.astype(jnp.float32) / temperature, axis=-1)
+  logp_BT = jnp.take_along_axis(logp_BTV, targets_BT[..., None], axis=-1)[..., 0]
+  entropy_BT = -jnp.sum(jnp.exp(logp_BTV) * logp_BTV, axis=-1)
+  return logp_BT, entropy_BT
+
+
+def policy_loss(logp_BT, old_logp_BT, ref_logp_BT, advantages_B, mask_BT, *,
+                eps_low: float = 0.2, eps_high: float = 0.28, kl_coef: float = 0.0,
+                agg: str = "token-mean", dual_clip: float | None = None,
+                entropy_BT=None, num_tokens=None, num_seqs=None):
+  """-> (scalar loss, metrics dict). `ref_logp_BT` may be None when kl_coef == 0."""
+  if agg not in AGGREGATIONS:
+    raise ValueError(f"agg={agg!r} is not one of {list(AGGREGATIONS)}")
+  if dual_clip is not None and dual_clip <= 1.0:
+    raise ValueError(f"dual_clip={dual_clip} must be > 1 (or None)")
+  if kl_coef and ref_logp_BT is None:
+    raise ValueError("ref_logp_BT is required when kl_coef != 0")
+  logp_BT = logp_BT.astype(jnp.float32)
+  mask_BT = mask_BT.astype(jnp.float32)
+  adv_B1 = jnp.asarray(advantages_B, jnp.float32)[:, None]
+
+  ratio_BT = jnp.exp(logp_BT - old_logp_BT)
+  clipped_BT = jnp.clip(ratio_BT, 1.0 - eps_low, 1.0 + eps_high)
+  pg_BT = jnp.maximum(-adv_B1 * ratio_BT, -adv_B1 * clipped_BT)
+  dual_BT = jnp.zeros_like(pg_BT, dtype=bool)
+  if dual_clip is not None:
+    cap_BT = -adv_B1 * dual_clip
+    dual_BT = (adv_B1 < 0) & (pg_BT > cap_BT)
+    pg_BT = jnp.where(adv_B1 < 0, jnp.minimum(pg_BT, cap_BT), pg_BT)
+  if ref_logp_BT is not None:
+    d_BT = ref_logp_BT - logp_BT
+    kl_BT = jnp.exp(d_BT) - d_BT - 1.0
+  else:
+    kl_BT = jnp.zeros_like(logp_BT)
+  loss_BT = pg_BT + kl_coef * kl_BT if kl_coef else pg_BT
+
+  n_local = jnp.sum(mask_BT)
+  count_B = jnp.sum(mask_BT, axis=-1)
+  if agg == "token-mean":
+    denom = jnp.maximum(n_local, 1.0) if num_tokens is None else num_tokens
+    loss = jnp.sum(loss_BT * mask_BT) / denom
+  else:
+    per_seq_B = jnp.sum(loss_BT * mask_BT, axis=-1)
+    if agg == "seq-mean-token-mean":
+      per_seq_B = per_seq_B / jnp.maximum(count_B, 1.0)
+    # Sequences without any trainable token (padding rows) do not count.
+    denom = jnp.maximum(jnp.sum(count_B > 0), 1) if num_seqs is None else num_seqs
+    loss = jnp.sum(per_seq_B) / denom
+
+  mean = lambda x_BT: jnp.sum(x_BT * mask_BT) / jnp.maximum(n_local, 1.0)
+  metrics = dict(
+      pg_loss=mean(pg_BT), kl=mean(kl_BT), ratio=mean(ratio_BT),
+      # Fraction of tokens whose clip binds (gradient cut): below 1-eps_low with A<0, above 1+eps_high with A>0.
+      clip_frac_low=mean(((ratio_BT < 1.0 - eps_low) & (adv_B1 < 0)).astype(jnp.float32)),
+      clip_frac_high=mean(((ratio_BT > 1.0 + eps_high) & (adv_B1 > 0)).astype(jnp.float32)),
+      dual_clip_frac=mean(dual_BT.astype(jnp.float32)),
+      num_tokens=n_local)
+  if entropy_BT is not None:
+    metrics["entropy"] = mean(entropy_BT)
+  return loss, metrics

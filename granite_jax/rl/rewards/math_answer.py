@@ -1,0 +1,89 @@
+"""Math: extract the final answer and test equivalence with the reference (string, number, sympy).
+
+Reference: the gold answer as a string (LaTeX allowed, e.g. "\\frac{1}{2}").
+Reward 1.0 when equivalent, else 0.0.
+"""
+from __future__ import annotations
+
+import re
+
+from granite_jax.rl.rewards.base import RewardDataError, boxed, final_answer
+
+_MAX_EXPR = 200  # longer strings are not handed to the sympy parser
+_NUMBER_RE = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
+
+
+def extract_answer(response: str) -> str | None:
+  """\\boxed{..}, else 'answer is ..', else the last number; None when nothing is found."""
+  b = boxed(response)
+  if b is not None:
+    return b
+  if re.search(r"answer\s*(?:is|:)", response, re.IGNORECASE):
+    return final_answer(response)
+  nums = _NUMBER_RE.findall(response)
+  return nums[-1] if nums else None
+
+
+def normalize(s: str) -> str:
+  s = s.strip().strip("$").strip()
+  s = re.sub(r"\\text\{([^{}]*)\}|\\mathrm\{([^{}]*)\}", lambda m: m.group(1) or m.group(2) or "", s)
+  for a, b in (("\\left", ""), ("\\right", ""), ("\\!", ""), ("\\,", ""), ("\\;", ""),
+               ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("^\\circ", ""), ("^{\\circ}", ""),
+               ("\\%", ""), ("%", ""), ("\\$", "")):
+    s = s.replace(a, b)
+  s = re.sub(r"^[a-zA-Z]\s*=\s*", "", s)  # "x = 3" -> "3"
+  s = re.sub(r"(\d),(\d{3})(?!\d)", r"\1\2", s)  # 1,000 -> 1000
+  s = re.sub(r"\s+", "", s).rstrip(".")
+  return s
+
+
+def _latex_to_sympy(s: str) -> str:
+  prev = None
+  while prev != s:
+    prev = s
+    s = re.sub(r"\\frac\{([^{}]*)\}\{([^{}]*)\}", r"((\1)/(\2))", s)
+    s = re.sub(r"\\sqrt\{([^{}]*)\}", r"sqrt(\1)", s)
+  for a, b in (("\\cdot", "*"), ("\\times", "*"), ("\\pi", "pi"), ("^", "**"), ("{", "("),
+               ("}", ")"), ("\\", "")):
+    s = s.replace(a, b)
+  return s
+
+
+def _sympy_equal(a: str, b: str) -> bool:
+  import sympy
+  from sympy.parsing.sympy_parser import (
+    implicit_multiplication_application,
+    parse_expr,
+    standard_transformations,
+  )
+  if max(len(a), len(b)) > _MAX_EXPR or "__" in a + b:
+    return False
+  tr = standard_transformations + (implicit_multiplication_application,)
+  ea, eb = (parse_expr(_latex_to_sympy(x), transformations=tr, evaluate=True) for x in (a, b))
+  diff = sympy.simplify(ea - eb)
+  if diff == 0:
+    return True
+  try:
+    return abs(complex(sympy.N(diff))) < 1e-6 * max(1.0, abs(complex(sympy.N(eb))))
+  except TypeError:  # symbolic leftovers
+    return False
+
+
+def equivalent(pred: str, gold: str) -> bool:
+  p, g = normalize(pred), normalize(gold)
+  if p == g:
+    return True
+  if "," in g or "," in p:  # tuples / lists of answers: element-wise, in order
+    ps, gs = p.strip("()[]{}").split(","), g.strip("()[]{}").split(",")
+    return len(ps) == len(gs) and all(equivalent(x, y) for x, y in zip(ps, gs))
+  try:
+    return _sympy_equal(p, g)
+  except Exception:  # noqa: BLE001 -- unparsable prediction: not equivalent
+    return False
+
+
+def math_reward(prompt: str, response: str, reference) -> float:
+  if not isinstance(reference, (str, int, float)) or str(reference).strip() == "":
+    raise RewardDataError(f"math reward: reference must be a non-empty answer, got {reference!r}")
+  pred = extract_answer(response)
+  return float(pred is not None and equivalent(pred, str(reference)))
