@@ -35,6 +35,8 @@ class ModelConfig:
   param_dtype: str = "float32"  # master weights
   attention_impl: str = "xla"   # see granite_jax.ops.attention.IMPLS
   attention_block: int = 512    # query/key block of the blockwise, ring and allgather impls
+  # Cross-entropy over this many positions at a time (0 = full [B, T, V] logits); see train/loss.py.
+  loss_chunk: int = 0
   remat_policy: str = "nothing_saveable"  # see granite_jax.model.decoder.REMAT_POLICIES
 
   @property

@@ -18,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from granite_jax.model import Granite, ModelConfig
 from granite_jax.ops import context_parallel as cp
 from granite_jax.sharding.rules import rules_for
+from granite_jax.train import loss as loss_lib
 from granite_jax.train.state import TrainState
 
 Batch = dict[str, jax.Array]  # tokens, segment_ids, positions: int32 [B, T]; optional loss_mask
@@ -37,15 +38,18 @@ def next_token_targets(batch: Batch):
 
 def loss_sums(params, batch: Batch, model: Granite):
   """(sum of token losses, number of trainable tokens) for one (micro)batch."""
-  logits_BTV = model.apply({"params": params}, batch["tokens"],
-                           segment_ids=batch["segment_ids"], positions=batch["positions"])
   if "targets" in batch:  # computed before a permutation (context_balanced)
     targets_BT, weights_BT = batch["targets"], batch["weights"]
   else:
     targets_BT, weights_BT = next_token_targets(batch)
-  logz_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
-  tgt_BT = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
-  return jnp.sum((logz_BT - tgt_BT) * weights_BT), jnp.sum(weights_BT)
+  cfg, T = model.cfg, batch["tokens"].shape[1]
+  kw = dict(segment_ids=batch["segment_ids"], positions=batch["positions"])
+  if cfg.loss_chunk and T > cfg.loss_chunk and T % cfg.loss_chunk == 0:
+    hidden_BTD = model.apply({"params": params}, batch["tokens"], return_hidden=True, **kw)
+    return loss_lib.chunked_xent(hidden_BTD, loss_lib.output_weight_DV(params, cfg), targets_BT, weights_BT,
+                                 cfg, cfg.loss_chunk)
+  logits_BTV = model.apply({"params": params}, batch["tokens"], **kw)
+  return loss_lib.xent_sums(logits_BTV, targets_BT, weights_BT)
 
 
 def context_balanced(batch: Batch, n_shards: int) -> Batch:

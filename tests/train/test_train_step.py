@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from granite_jax.model import preset
+from granite_jax.model import Granite, preset
 from granite_jax.sharding.mesh import make_mesh
 from granite_jax.train import state as state_lib
 from granite_jax.train import step as step_lib
@@ -94,3 +94,18 @@ def test_nonfinite_step_is_skipped():
   after = jax.device_get(new.params)
   np.testing.assert_array_equal(after["layers"]["mlp"]["up"], before["layers"]["mlp"]["up"])
   assert int(new.step) == 1
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_chunked_cross_entropy_matches_full_logits(tie):
+  cfg = preset("tiny", **{**CFG.to_dict(), "tie_embeddings": tie, "logits_scaling": 1.7})
+  chunked = preset("tiny", **{**cfg.to_dict(), "loss_chunk": 8})
+  params = state_lib.init_params(cfg, jax.random.PRNGKey(3))
+  batch = make_batch()
+
+  def f(c):
+    return jax.value_and_grad(lambda p: step_lib.loss_sums(p, batch, Granite(c))[0])(params)
+
+  (l_full, g_full), (l_chunk, g_chunk) = f(cfg), f(chunked)
+  np.testing.assert_allclose(l_chunk, l_full, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g_chunk, g_full)
