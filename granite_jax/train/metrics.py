@@ -1,4 +1,5 @@
-"""Metrics sinks: one JSON object per logged step in WORKDIR/metrics.jsonl."""
+"""Metrics sinks: one JSON object per logged step in WORKDIR/metrics.jsonl,
+and the same records as TensorBoard scalars in WORKDIR/events.out.tfevents.*."""
 from __future__ import annotations
 
 import json
@@ -17,9 +18,13 @@ def _plain(v: Any) -> Any:
 
 
 class MetricsWriter:
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True):
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.enabled = enabled
+    self._tb = None
+    if enabled and tensorboard:
+      from granite_jax.train.tensorboard import TensorBoardWriter
+      self._tb = TensorBoardWriter(workdir)
 
   def truncate_after(self, step: int) -> None:
     """Drops records past `step` (logged by a run that died before checkpointing them)."""
@@ -37,9 +42,17 @@ class MetricsWriter:
   def write(self, record: dict[str, Any]) -> None:
     if not self.enabled:
       return
+    plain = {k: _plain(v) for k, v in record.items()}
     with open(self.path, "a") as f:
-      f.write(json.dumps({k: _plain(v) for k, v in record.items()}) + "\n")
+      f.write(json.dumps(plain) + "\n")
       f.flush()
+    if self._tb is not None:
+      self._tb.write(plain)
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:

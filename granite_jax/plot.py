@@ -1,0 +1,86 @@
+"""PNG plots of a run's metrics.jsonl: `python -m granite_jax.plot WORKDIR [--out DIR]`.
+
+Writes into WORKDIR/plots (or --out) one PNG per curve the run logged:
+loss.png (train and eval loss) and lr.png against tokens seen for
+pretraining/SFT; reward.png, accuracy.png, kl.png and response_length.png
+for RL. A figure whose metrics the run never logged is skipped. The x axis is
+`tokens_seen` when the records have it, else `step`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any, Sequence
+
+# (file name, y label, metric keys drawn on it; the first key present of each alias group)
+FIGURES: list[tuple[str, str, tuple[str, ...]]] = [
+    ("loss", "loss", ("loss", "eval_loss")),
+    ("lr", "learning rate", ("lr",)),
+    ("reward", "reward", ("reward", "reward_mean", "eval_reward")),
+    ("accuracy", "accuracy", ("accuracy", "eval_accuracy")),
+    ("kl", "KL to the reference policy", ("kl",)),
+    ("response_length", "response length (tokens)", ("response_length", "response_length_mean")),
+]
+
+
+def load(workdir: str) -> list[dict[str, Any]]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def series(records: Sequence[dict[str, Any]], key: str, x_key: str) -> tuple[list[float], list[float]]:
+  pts = [(r[x_key], r[key]) for r in records
+         if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool) and x_key in r]
+  return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot(workdir: str, out: str | None = None) -> list[str]:
+  """Writes the PNGs; returns their paths."""
+  import matplotlib
+  matplotlib.use("Agg")  # headless: no display on servers, CI or Colab kernels
+  import matplotlib.pyplot as plt
+
+  records = load(workdir)
+  x_key = "tokens_seen" if any("tokens_seen" in r for r in records) else "step"
+  out = out or os.path.join(workdir, "plots")
+  os.makedirs(out, exist_ok=True)
+  written = []
+  for name, ylabel, keys in FIGURES:
+    drawn = [(k, *series(records, k, x_key)) for k in keys]
+    drawn = [d for d in drawn if d[1]]
+    if not drawn:
+      continue
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for key, xs, ys in drawn:
+      ax.plot(xs, ys, marker="o" if len(xs) < 20 else None, markersize=3, label=key)
+    ax.set_xlabel("tokens seen" if x_key == "tokens_seen" else "step")
+    ax.set_ylabel(ylabel)
+    if name == "lr":
+      ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"{os.path.basename(os.path.abspath(workdir))}: {ylabel}")
+    fig.tight_layout()
+    path = os.path.join(out, f"{name}.png")
+    fig.savefig(path)
+    plt.close(fig)
+    written.append(path)
+  return written
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  p = argparse.ArgumentParser(prog="python -m granite_jax.plot", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("workdir", help="a run's workdir (holds metrics.jsonl)")
+  p.add_argument("--out", default=None, help="where the PNGs go (default WORKDIR/plots)")
+  a = p.parse_args(argv)
+  path = os.path.join(a.workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    p.error(f"no metrics.jsonl in {a.workdir}")
+  for f in plot(a.workdir, a.out):
+    print(f)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,53 @@
+"""granite_jax.plot: PNGs from a synthetic metrics.jsonl, named by what the run logged."""
+import json
+import os
+import subprocess
+import sys
+
+from granite_jax import plot
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_metrics(workdir, records):
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    for r in records:
+      f.write(json.dumps(r) + "\n")
+
+
+def is_png(path):
+  with open(path, "rb") as f:
+    return f.read(8) == PNG_MAGIC and os.path.getsize(path) > 1000
+
+
+def test_pretraining_run_gets_loss_and_lr_plots(tmp_path):
+  recs = [dict(step=s, loss=5.0 / s, lr=1e-3 * s / 30, tokens_seen=2048 * s) for s in range(1, 31)]
+  recs[-1]["eval_loss"] = 0.3
+  write_metrics(tmp_path, recs)
+  paths = plot.plot(str(tmp_path))
+  assert sorted(os.path.basename(p) for p in paths) == ["loss.png", "lr.png"]
+  assert all(is_png(p) for p in paths)
+  assert all(os.path.dirname(p) == str(tmp_path / "plots") for p in paths)
+
+
+def test_rl_run_gets_reward_accuracy_kl_length_plots(tmp_path):
+  recs = [dict(step=s, loss=0.1, lr=1e-6, reward=s / 10, accuracy=s / 20, kl=0.01 * s,
+               response_length=100 + s, tokens_seen=1000 * s) for s in range(1, 11)]
+  write_metrics(tmp_path, recs)
+  names = {os.path.basename(p) for p in plot.plot(str(tmp_path), str(tmp_path / "out"))}
+  assert {"reward.png", "accuracy.png", "kl.png", "response_length.png"} <= names
+
+
+def test_cli_writes_to_workdir_plots(tmp_path):
+  write_metrics(tmp_path, [dict(step=1, loss=3.0, lr=1e-4), dict(step=2, loss=2.5, lr=2e-4)])
+  out = subprocess.run([sys.executable, "-m", "granite_jax.plot", str(tmp_path)], capture_output=True,
+                       text=True, check=True, env=dict(os.environ, MPLBACKEND="Agg"))
+  assert out.stdout.split() == [str(tmp_path / "plots" / "loss.png"), str(tmp_path / "plots" / "lr.png")]
+  assert is_png(tmp_path / "plots" / "loss.png")
+
+
+def test_cli_without_metrics_fails(tmp_path):
+  out = subprocess.run([sys.executable, "-m", "granite_jax.plot", str(tmp_path)], capture_output=True,
+                       text=True)
+  assert out.returncode != 0 and "metrics.jsonl" in out.stderr

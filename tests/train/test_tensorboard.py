@@ -1,0 +1,62 @@
+"""TensorBoard event files: MetricsWriter's records read back from the event file."""
+import glob
+
+import jax
+import numpy as np
+import pytest
+
+from granite_jax.train.metrics import MetricsWriter, read_metrics
+from granite_jax.train.tensorboard import read_scalars
+
+
+def test_records_round_trip_through_event_files(tmp_path):
+  w = MetricsWriter(str(tmp_path))
+  w.write(dict(step=1, loss=np.float32(4.5), lr=1e-4, tokens_per_sec=1000.0, skipped=0))
+  w.write(dict(step=10, loss=3.25, lr=2e-4, mfu=0.41, eval_loss=3.5, note="text is not a scalar"))
+  w.close()
+  assert glob.glob(str(tmp_path / "events.out.tfevents.*"))
+  s = read_scalars(str(tmp_path))
+  assert s["loss"] == [(1, 4.5), (10, 3.25)]
+  assert s["lr"] == [(1, pytest.approx(1e-4)), (10, pytest.approx(2e-4))]
+  assert s["mfu"] == [(10, pytest.approx(0.41))]
+  assert s["eval_loss"] == [(10, 3.5)]
+  assert "note" not in s and "step" not in s
+  assert [r["step"] for r in read_metrics(str(tmp_path))] == [1, 10]  # the JSON lines are unchanged
+
+
+def test_events_are_on_disk_before_close(tmp_path):
+  w = MetricsWriter(str(tmp_path))
+  w.write(dict(step=3, loss=2.0))
+  assert read_scalars(str(tmp_path))["loss"] == [(3, 2.0)]  # a crashed run keeps its curve
+  w.close()
+
+
+def test_disabled_writer_writes_nothing(tmp_path):
+  w = MetricsWriter(str(tmp_path), enabled=False)
+  w.write(dict(step=1, loss=1.0))
+  w.close()
+  assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_training_loop_logs_mfu_and_event_files(tmp_path, demo_cache_dir):
+  from configs import phase2
+  from granite_jax import flops
+  from granite_jax.train import loop
+
+  c = phase2.get_config("tiny")
+  c.model.update(n_layers=1, d_model=64, n_heads=2, n_kv_heads=1, d_ff=128)
+  c.train.update(steps=2, seq_len=32, global_batch=8, log_every=1, eval_every=2, eval_batches=1,
+                 peak_flops=1e9)
+  c.data.cache_dir = demo_cache_dir
+  workdir = str(tmp_path)
+  loop.run(c, workdir, progress=False)
+  recs = read_metrics(workdir)
+  job = loop.build(c)
+  fpt = flops.train_flops_per_token(job.model_cfg, 32)
+  for r in recs:
+    assert r["mfu"] == pytest.approx(r["tokens_per_sec"] * fpt / (1e9 * jax.device_count()))
+  s = read_scalars(workdir)
+  assert [st for st, _ in s["loss"]] == [r["step"] for r in recs]
+  assert [st for st, _ in s["eval_loss"]] == [2]
+  assert [st for st, _ in s["mfu"]] == [r["step"] for r in recs]
