@@ -34,6 +34,8 @@ def lce_config(name: str, arg: str | None):
   c.train.eval_every = 10 if tiny else 200
   if tiny:
     c.train.steps = 40
+    c.model.attention_impl = "blockwise"  # never a T x T score matrix
+    c.model.attention_block = 256
   else:
     c.train.tokens = REAL_TOKENS[name]
     c.model.attention_impl = "cudnn" if REAL_CONTEXT[name] == 1 else "allgather"
