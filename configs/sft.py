@@ -22,8 +22,8 @@ def get_config(arg: str | None = None):
   c.optim.schedule = "linear_to_zero"
   c.optim.weight_decay = 0.0
   if base.is_tiny(c.preset):
-    c.train.seq_len = 256
-    c.train.global_batch = 16
+    c.train.seq_len = 512  # a tool-calling sample (tool list in the system turn) is ~350 tokens
+    c.train.global_batch = 8
     c.train.steps = 200
     c.train.epochs = 0  # tiny: as many passes as train.steps needs
     c.train.eval_every = 50
