@@ -11,6 +11,7 @@ from granite_jax.rl.rewards.base import Reward, RewardDataError
 from granite_jax.rl.rewards.chat import make_chat_reward
 from granite_jax.rl.rewards.choice import choice_reward
 from granite_jax.rl.rewards.icl import icl_reward
+from granite_jax.rl.rewards.identity import calibration_reward, identity_reward
 from granite_jax.rl.rewards.instruction import instruction_reward
 from granite_jax.rl.rewards.math_answer import math_reward
 from granite_jax.rl.rewards.structured import structured_reward
@@ -26,6 +27,8 @@ REWARD_FNS = {
     "text2sql": text2sql_reward,
     "temporal": temporal_reward,
     "icl": icl_reward,
+    "identity": identity_reward,
+    "calibration": calibration_reward,
 }
 
 

@@ -1,0 +1,155 @@
+"""Rollout: prompts -> G samples each -> rewards -> group advantages -> one on-policy train batch.
+
+Per group of G samples of one prompt:
+  raw reward (rl/rewards, by domain) + overlong shaping (DAPO: a linear penalty from 0 to
+  -overlong_penalty over the last `overlong_buffer` tokens before max_response_len);
+  advantages = group_advantages(shaped rewards);
+  overlong filtering (optional): truncated samples (no stop token) are masked out of the loss;
+  dynamic sampling (optional, off in the report): groups whose rewards are all equal carry no
+  signal; sample more prompts, up to `max_extra_batches` more batches, and keep informative groups.
+  If still short, the batch is filled with uninformative groups whose mask is zeroed (a fixed
+  batch shape: one compile).
+The train batch is right-padded prompt + response ([P*G, max_prompt_len + max_response_len]);
+old log-probs are recomputed with the current params in this layout (one forward), reference
+log-probs with the frozen reference params.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+from granite_jax.data.chat_template import EOT
+from granite_jax.rl.grpo import group_advantages
+from granite_jax.rl.rewards import score
+from granite_jax.rl.sampler import left_pad
+
+
+def overlong_penalty(lengths_N, max_len: int, buffer: int, penalty: float = 1.0) -> np.ndarray:
+  """DAPO soft overlong punishment: 0 up to max_len - buffer, then linear down to -penalty at max_len."""
+  lengths_N = np.asarray(lengths_N, np.float32)
+  if buffer <= 0:
+    return np.zeros_like(lengths_N)
+  return penalty * np.clip((max_len - buffer - lengths_N) / buffer, -1.0, 0.0)
+
+
+def decode_response(tok, tokens_N, length: int) -> str:
+  return tok.decode([int(t) for t in tokens_N[:length]], skip_special_tokens=False).split(EOT)[0].strip()
+
+
+def sample_and_score(params, tasks, *, sample_fn, tok, rewards, rl, rng, samples_per_prompt: int,
+                     temperature: float) -> dict:
+  """One sampler call over `tasks` -> numpy dict (rows prompt-major)."""
+  eot = tok.token_to_id(EOT)
+  prompts_BP, plen_B = left_pad([t["prompt_ids"] for t in tasks], pad_id=0, bucket=rl.max_prompt_len)
+  out = jax.device_get(sample_fn(params, prompts_BP, plen_B, rng, np.float32(temperature),
+                                 np.float32(rl.top_p), np.int32(rl.top_k)))
+  tokens, logprobs, lengths = (np.asarray(out[k]) for k in ("tokens", "logprobs", "lengths"))
+  G = samples_per_prompt
+  raw, texts = np.zeros(len(tokens), np.float32), []
+  for i, (row, n) in enumerate(zip(tokens, lengths)):
+    task = tasks[i // G]
+    texts.append(decode_response(tok, row, int(n)))
+    raw[i] = score(rewards, task["domain"], task["prompt"], texts[-1], task["reference"])
+  stopped = np.array([n > 0 and row[n - 1] == eot for row, n in zip(tokens, lengths)])
+  return dict(tokens=tokens, logprobs=logprobs, lengths=lengths, raw=raw, truncated=~stopped,
+              texts=texts, tasks=[t for t in tasks for _ in range(G)])
+
+
+def _take(s: dict, rows) -> dict:
+  return {k: ([v[i] for i in rows] if isinstance(v, list) else v[rows]) for k, v in s.items()}
+
+
+def _cat(parts: list[dict]) -> dict:
+  return {k: (sum((p[k] for p in parts), []) if isinstance(parts[0][k], list)
+              else np.concatenate([p[k] for p in parts])) for k in parts[0]}
+
+
+def collect_groups(params, draw_tasks: Callable[[int], list[dict]], *, sample_fn, tok, rewards, rl,
+                   rng) -> tuple[dict, dict]:
+  """Samples prompts_per_step groups (with dynamic sampling when enabled) -> (samples, stats)."""
+  P, G = rl.prompts_per_step, rl.samples_per_prompt
+  keep, spare, gen = [], [], 0
+  while True:
+    s = sample_and_score(params, draw_tasks(P), sample_fn=sample_fn, tok=tok, rewards=rewards, rl=rl,
+                         rng=jax.random.fold_in(rng, gen), samples_per_prompt=G,
+                         temperature=rl.temperature)
+    gen += 1
+    s["shaped"] = s["raw"] + overlong_penalty(s["lengths"], rl.max_response_len, rl.overlong_buffer,
+                                              rl.overlong_penalty)
+    s["live"] = np.ones(len(s["raw"]), bool)
+    groups = [_take(s, np.arange(g * G, (g + 1) * G)) for g in range(P)]
+    if not rl.dynamic_sampling:
+      keep = groups
+      break
+    for g in groups:
+      (keep if np.ptp(g["shaped"]) > 0 else spare).append(g)
+    if len(keep) >= P or gen > rl.max_extra_batches:
+      break
+  informative = min(len(keep), P) if rl.dynamic_sampling else P
+  for g in spare[: P - len(keep)]:  # fillers: in the batch for its shape, out of the loss
+    g["live"] = np.zeros(G, bool)
+  samples = _cat((keep + spare)[:P])
+  return samples, dict(gen_batches=gen, groups_kept=informative / P)
+
+
+def build_batch(samples: dict, rl, *, pad_id: int = 0) -> dict:
+  """Right-padded prompt + response rows in the train layout (see rl/step.py)."""
+  P, G = rl.prompts_per_step, rl.samples_per_prompt
+  T = rl.max_prompt_len + rl.max_response_len
+  B = P * G
+  tokens = np.full((B, T), pad_id, np.int32)
+  seg = np.zeros((B, T), np.int32)
+  mask = np.zeros((B, T), np.float32)
+  sampler_logp = np.zeros((B, T), np.float32)
+  adv = np.asarray(group_advantages(samples["shaped"].reshape(P, G), scale_by_std=rl.scale_by_std)).reshape(B)
+  live = samples["live"] & ~samples["truncated"] if rl.overlong_filter else samples["live"]
+  for b in range(B):
+    p, r = samples["tasks"][b]["prompt_ids"], int(samples["lengths"][b])
+    tokens[b, :len(p)] = p
+    tokens[b, len(p):len(p) + r] = samples["tokens"][b, :r]
+    seg[b, :len(p) + r] = 1
+    if live[b] and r:
+      mask[b, len(p) - 1:len(p) + r - 1] = 1.0  # position t predicts response token t+1
+    sampler_logp[b, len(p) - 1:len(p) + r - 1] = samples["logprobs"][b, :r]
+  positions = np.broadcast_to(np.arange(T, dtype=np.int32), (B, T)).copy()
+  return dict(tokens=tokens, segment_ids=seg, positions=positions, mask=mask,
+              advantages=np.where(samples["live"], adv, 0.0).astype(np.float32), sampler_logp=sampler_logp)
+
+
+def reward_stats(samples: dict, rl, prefix: str = "") -> dict:
+  raw, lengths = samples["raw"], samples["lengths"]
+  out = {f"{prefix}reward_mean": float(raw.mean()), f"{prefix}reward_std": float(raw.std()),
+         f"{prefix}accuracy": float((raw >= rl.correct_threshold).mean()),
+         f"{prefix}response_len": float(lengths.mean()),
+         f"{prefix}truncated_frac": float(samples["truncated"].mean())}
+  for d in sorted({t["domain"] for t in samples["tasks"]}):
+    rows = np.array([t["domain"] == d for t in samples["tasks"]])
+    out[f"{prefix}reward/{d}"] = float(raw[rows].mean())
+  return out
+
+
+def rollout(params, ref_params, draw_tasks, *, sample_fn, logp_fn, tok, rewards, rl, rng) -> tuple[dict, dict]:
+  """-> (train batch as numpy/jax arrays, stats). `logp_fn(params, batch) -> logp [B, T]`."""
+  samples, stats = collect_groups(params, draw_tasks, sample_fn=sample_fn, tok=tok, rewards=rewards,
+                                  rl=rl, rng=rng)
+  batch = build_batch(samples, rl, pad_id=tok.token_to_id("<|pad|>") or 0)
+  sampler_logp = batch.pop("sampler_logp")
+  layout = {k: batch[k] for k in ("tokens", "segment_ids", "positions")}
+  batch["old_logp"] = np.asarray(jax.device_get(logp_fn(params, layout)))
+  batch["ref_logp"] = (np.asarray(jax.device_get(logp_fn(ref_params, layout))) if rl.kl_coef
+                       else batch["old_logp"])
+  m = batch["mask"]
+  # Sampler vs train-layout log-probs of the same tokens: ~0 on-policy (a numerics check).
+  stats["logp_diff"] = float(np.abs(batch["old_logp"] - sampler_logp)[m > 0].mean()) if m.any() else 0.0
+  stats.update(reward_stats(samples, rl))
+  stats["example"] = samples["texts"][0][:120]
+  return batch, stats
+
+
+def evaluate(params, tasks, *, sample_fn, tok, rewards, rl) -> dict:
+  """Greedy held-out reward and accuracy; `sample_fn` built with samples_per_prompt=1."""
+  s = sample_and_score(params, tasks, sample_fn=sample_fn, tok=tok, rewards=rewards, rl=rl,
+                       rng=jax.random.PRNGKey(0), samples_per_prompt=1, temperature=0.0)
+  return reward_stats(s, rl, prefix="eval_")

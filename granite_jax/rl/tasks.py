@@ -1,0 +1,117 @@
+"""RL prompt sets: a JSONL file, or the generated demo tasks the tiny model can learn.
+
+A task is dict(prompt_ids, prompt, domain, reference): the chat-rendered prompt
+(ending in the assistant generation prompt) as ids and text, the reward domain
+(rl/rewards) and what that reward checks against.
+JSONL records: {"prompt": str} or {"messages": [...]}, "domain", "reference",
+optional "tools" / "documents" (rendered into the system turn).
+Demo sets (`rl.prompts=""`; `rl.demo_tasks` picks which), from sft/demo_data.py:
+  multidomain  arithmetic -> math (final number), tool calls -> tool_call, instruction -> instruction_following
+  math         arithmetic only
+  chat         the multidomain prompts, scored by the reward model (domain chat)
+  identity     "Who are you?" -> identity (names Granite); unanswerable questions -> calibration
+               (abstain); answerable arithmetic -> calibration (answer, do not abstain)
+"""
+from __future__ import annotations
+
+import json
+import random
+
+from granite_jax.data.chat_template import encode_chat
+from granite_jax.sft import demo_data
+from granite_jax.sft.evaluate import check
+
+DEMO_SETS = ("multidomain", "math", "chat", "identity")
+IDENTITY_PROMPTS = ["Who are you?", "What is your name?", "Which model are you?", "Who made you?",
+                    "Introduce yourself.", "What should I call you?"]
+OTHER_NAMES = ["ChatGPT", "Claude", "Llama", "Gemini"]
+PEOPLE = ["Mara Quist", "Tobin Vale", "Ilse Varga", "Odo Brandt", "Nell Ashby", "Per Lund"]
+UNKNOWABLE = ["What is the phone number of {p}?", "What did {p} eat for breakfast yesterday?",
+              "How many coins are in {p}'s pocket right now?"]
+
+
+def tool_call_reward(prompt: str, response: str, reference) -> float:
+  """Half for a well-formed <tool_call> naming a known tool, half for the exact call (demo tools)."""
+  fmt, ok = check("tool", response, str(reference))
+  return 0.5 * fmt + 0.5 * ok
+
+
+def _demo_task(s: dict, which: str) -> dict:
+  kind = s["kind"]
+  if which == "chat":
+    return dict(messages=s["messages"][:-1], tools=s.get("tools"), domain="chat", reference=s["answer"])
+  if kind == "arithmetic":
+    return dict(messages=s["messages"][:-1], domain="math", reference=s["answer"])
+  if kind == "tool":
+    return dict(messages=s["messages"][:-1], tools=s["tools"], domain="tool_call", reference=s["answer"])
+  ref = [{"type": "uppercase"}, {"type": "keywords", "words": [s["answer"]]},
+         {"type": "word_count", "max": 1}]
+  return dict(messages=s["messages"][:-1], domain="instruction_following", reference=ref)
+
+
+def _identity_task(rng: random.Random, split: str) -> dict:
+  r = rng.random()
+  people = PEOPLE[:4] if split == "train" else PEOPLE[4:]
+  if r < 0.4:
+    q = rng.choice(IDENTITY_PROMPTS)
+    return dict(messages=[{"role": "user", "content": q}], domain="identity",
+                reference={"name": "Granite", "forbidden": OTHER_NAMES})
+  if r < 0.7:
+    q = rng.choice(UNKNOWABLE).format(p=rng.choice(people))
+    return dict(messages=[{"role": "user", "content": q}], domain="calibration", reference={"answerable": False})
+  s = demo_data.arithmetic(rng, split)
+  return dict(messages=s["messages"][:-1], domain="calibration",
+              reference={"answerable": True, "answer": s["answer"]})
+
+
+def demo_records(which: str, n: int, split: str, seed: int = 0) -> list[dict]:
+  if which not in DEMO_SETS:
+    raise ValueError(f"rl.demo_tasks={which!r} is not one of {list(DEMO_SETS)}")
+  if which == "identity":
+    rng = random.Random(f"{seed}-identity-{split}")
+    return [_identity_task(rng, split) for _ in range(n)]
+  if which == "math":
+    rng = random.Random(f"{seed}-math-{split}")
+    return [_demo_task(demo_data.arithmetic(rng, split), which) for _ in range(n)]
+  return [_demo_task(s, which) for s in demo_data.generate(n, split, seed=seed)]
+
+
+def read_jsonl(path: str) -> list[dict]:
+  out = []
+  with open(path) as f:
+    for i, line in enumerate(f):
+      if not line.strip():
+        continue
+      r = json.loads(line)
+      if not isinstance(r, dict) or "domain" not in r or "reference" not in r or \
+         ("prompt" not in r and "messages" not in r):
+        raise ValueError(f"{path}: record {i} needs 'prompt' or 'messages', 'domain' and 'reference'")
+      if "prompt" in r:
+        r = dict(r, messages=[{"role": "user", "content": r["prompt"]}])
+      out.append(r)
+  return out
+
+
+def encode_tasks(tok, records: list[dict], max_prompt_len: int) -> tuple[list[dict], int]:
+  """-> (tasks, number dropped for exceeding rl.max_prompt_len)."""
+  tasks, dropped = [], 0
+  for r in records:
+    ids, _ = encode_chat(tok, r["messages"], r.get("tools"), r.get("documents"), add_generation_prompt=True)
+    if len(ids) > max_prompt_len:
+      dropped += 1
+      continue
+    tasks.append(dict(prompt_ids=ids.tolist(), prompt=tok.decode(ids.tolist(), skip_special_tokens=False),
+                      domain=r["domain"], reference=r["reference"]))
+  return tasks, dropped
+
+
+def load_tasks(rl, tok, split: str, n_demo: int, seed: int = 0) -> list[dict]:
+  """Train or eval tasks from rl.prompts / rl.eval_prompts, else the demo set rl.demo_tasks."""
+  path = rl.prompts if split == "train" else rl.eval_prompts
+  field = "rl.prompts" if split == "train" else "rl.eval_prompts"
+  records = read_jsonl(path) if path else demo_records(rl.demo_tasks, n_demo, split, seed)
+  tasks, dropped = encode_tasks(tok, records, rl.max_prompt_len)
+  if not tasks:
+    raise ValueError(f"{field}={path!r}: no prompt fits rl.max_prompt_len={rl.max_prompt_len} "
+                     f"({dropped} too long)")
+  return tasks

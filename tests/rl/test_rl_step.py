@@ -1,0 +1,80 @@
+"""RL train step: the gradient does not depend on how the batch is split (1x8, 2x4, 8x1 micro-batches
+x data shards) to 1e-6, because token-mean divides by the global token count."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from granite_jax.model import Granite, preset
+from granite_jax.rl.loss import policy_loss
+from granite_jax.rl.step import jit_rl_train_step, response_logprobs, rl_batch_shardings
+from granite_jax.sharding.mesh import make_mesh
+from granite_jax.train import state as state_lib
+
+CFG = preset("tiny", vocab_size=128, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64)
+B, T = 8, 24
+LOSS_KW = dict(eps_low=0.2, eps_high=0.28, kl_coef=0.05, agg="token-mean", dual_clip=None)
+
+
+@pytest.fixture(scope="module")
+def batch():
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(1, CFG.vocab_size, (B, T)).astype(np.int32)
+  seg = np.zeros((B, T), np.int32)
+  mask = np.zeros((B, T), np.float32)
+  for b in range(B):  # very uneven response lengths, so per-micro-batch means would differ
+    plen, rlen = int(rng.integers(3, 8)), int(rng.integers(1, T - 8))
+    seg[b, :plen + rlen] = 1
+    mask[b, plen - 1:plen + rlen - 1] = 1
+  tokens *= seg
+  positions = np.broadcast_to(np.arange(T, dtype=np.int32), (B, T)).copy()
+  params = state_lib.init_params(CFG, jax.random.PRNGKey(0))
+  logp, _ = response_logprobs(params, dict(tokens=tokens, segment_ids=seg, positions=positions), Granite(CFG))
+  logp = np.asarray(logp)
+  # Off-policy old log-probs so that both clips bind somewhere.
+  old = (logp + rng.normal(0, 0.3, (B, T))).astype(np.float32) * mask
+  ref = (logp + rng.normal(0, 0.2, (B, T))).astype(np.float32) * mask
+  adv = rng.normal(0, 1, B).astype(np.float32)
+  return dict(tokens=tokens, segment_ids=seg, positions=positions, mask=mask, advantages=adv,
+              old_logp=old, ref_logp=ref)
+
+
+def _update(mesh, accum, batch):
+  tx = optax.sgd(1.0)
+  sh = state_lib.state_shardings(CFG, mesh, tx)
+  state = state_lib.make_init_fn(CFG, tx, sh)(jax.random.PRNGKey(0))
+  before = jax.device_get(state.params)
+  fn = jit_rl_train_step(CFG, mesh, tx, optax.constant_schedule(1.0), sh, loss_kw=LOSS_KW,
+                         grad_accum=accum)
+  new, m = fn(state, jax.device_put(batch, rl_batch_shardings(mesh)))
+  return jax.tree.map(lambda a, b: a - b, before, jax.device_get(new.params)), jax.device_get(m)
+
+
+def test_loss_matches_policy_loss_on_the_full_batch(batch):
+  params = state_lib.init_params(CFG, jax.random.PRNGKey(0))
+  logp, ent = response_logprobs(params, batch, Granite(CFG))
+  want, wm = policy_loss(logp, batch["old_logp"], batch["ref_logp"], batch["advantages"], batch["mask"],
+                         entropy_BT=ent, **LOSS_KW)
+  _, m = _update(make_mesh((1, 1, 1), devices=jax.devices()[:1]), 1, batch)
+  np.testing.assert_allclose(m["loss"], want, rtol=1e-6)
+  for k in ("kl", "clip_frac_low", "clip_frac_high", "entropy"):
+    np.testing.assert_allclose(m[k], wm[k], rtol=1e-5, atol=1e-7)
+  assert m["clip_frac_low"] > 0 and m["clip_frac_high"] > 0 and m["skipped"] == 0
+
+
+def test_gradient_is_split_invariant(batch):
+  ref, m_ref = _update(make_mesh((1, 1, 1), devices=jax.devices()[:1]), 8, batch)
+  for shape, accum in (((2, 1, 1), 4), ((8, 1, 1), 1)):
+    mesh = make_mesh(shape, devices=jax.devices()[: shape[0]])
+    g, m = _update(mesh, accum, batch)
+    np.testing.assert_allclose(m["loss"], m_ref["loss"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(m["kl"], m_ref["kl"], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5), g, ref)
+
+
+def test_nonfinite_advantages_skip_the_update(batch):
+  bad = dict(batch, advantages=np.full(B, np.nan, np.float32))
+  g, m = _update(make_mesh((1, 1, 1), devices=jax.devices()[:1]), 1, bad)
+  assert m["skipped"] == 1
+  assert all(float(jnp.max(jnp.abs(x))) == 0.0 for x in jax.tree.leaves(g))

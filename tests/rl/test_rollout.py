@@ -1,0 +1,118 @@
+"""Rollout: overlong shaping vs its closed form, the train-layout batch, dynamic sampling, and
+old log-probs recomputed in the train layout equal to the sampler's (on-policy ratio 1)."""
+import jax
+import numpy as np
+import pytest
+from ml_collections import ConfigDict
+
+from granite_jax.data.pipeline import get_tokenizer
+from granite_jax.model import Granite, preset
+from granite_jax.rl import rollout as R
+from granite_jax.rl.rewards import make_rewards
+from granite_jax.rl.rewards.identity import calibration_reward, identity_reward
+from granite_jax.rl.sampler import make_sampler
+from granite_jax.rl.step import response_logprobs
+from granite_jax.rl.tasks import demo_records, encode_tasks, tool_call_reward
+from granite_jax.train.state import init_params
+
+CFG = preset("tiny", vocab_size=4096, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64,
+             init_std=0.3)
+
+
+def rl_cfg(**kw):
+  base = dict(prompts_per_step=2, samples_per_prompt=4, max_prompt_len=64, max_response_len=8,
+              temperature=1.0, top_p=1.0, top_k=0, overlong_buffer=4, overlong_penalty=1.0,
+              overlong_filter=False, dynamic_sampling=False, max_extra_batches=2, scale_by_std=True,
+              kl_coef=0.05, correct_threshold=1.0)
+  return ConfigDict(dict(base, **kw))
+
+
+@pytest.fixture(scope="module")
+def tok(demo_cache_dir):
+  return get_tokenizer(ConfigDict(dict(tokenizer="", cache_dir=demo_cache_dir)))
+
+
+@pytest.fixture(scope="module")
+def tasks(tok):
+  return encode_tasks(tok, demo_records("math", 16, "train"), 64)[0]
+
+
+def test_overlong_penalty_closed_form():
+  L = np.arange(0, 11)
+  want = [0.0 if l <= 6 else -(l - 6) / 4 for l in L]  # max 10, buffer 4
+  np.testing.assert_allclose(R.overlong_penalty(L, 10, 4), want, rtol=1e-6)
+  np.testing.assert_allclose(R.overlong_penalty(L, 10, 0), 0.0)
+
+
+def _fake_samples(tasks, raw, lengths, truncated, G):
+  B = len(raw)
+  return dict(tokens=np.arange(1, B * 8 + 1).reshape(B, 8).astype(np.int32) % 50 + 10,
+              logprobs=-np.ones((B, 8), np.float32), lengths=np.asarray(lengths), raw=np.asarray(raw, np.float32),
+              shaped=np.asarray(raw, np.float32), truncated=np.asarray(truncated), live=np.ones(B, bool),
+              texts=[""] * B, tasks=[t for t in tasks for _ in range(G)])
+
+
+def test_build_batch_layout_and_advantages(tasks):
+  rl = rl_cfg()
+  s = _fake_samples(tasks[:2], [1, 0, 0, 0, 1, 1, 1, 1], [3, 8, 1, 5, 2, 2, 2, 2], [0, 1, 0, 0, 0, 0, 0, 0], 4)
+  b = R.build_batch(s, rl)
+  p0 = len(tasks[0]["prompt_ids"])
+  np.testing.assert_array_equal(b["tokens"][0, :p0], tasks[0]["prompt_ids"])
+  np.testing.assert_array_equal(b["tokens"][0, p0:p0 + 3], s["tokens"][0, :3])
+  assert b["segment_ids"][0].sum() == p0 + 3 and b["tokens"].shape == (8, 72)
+  np.testing.assert_array_equal(np.nonzero(b["mask"][0])[0], np.arange(p0 - 1, p0 + 2))
+  r = np.array([1, 0, 0, 0.])
+  np.testing.assert_allclose(b["advantages"][:4], (r - r.mean()) / (r.std() + 1e-6), rtol=1e-5)
+  np.testing.assert_allclose(b["advantages"][4:], 0.0)  # all-equal group
+  assert b["mask"][1].sum() == 8  # truncated but kept: overlong_filter is off
+  assert R.build_batch(s, rl_cfg(overlong_filter=True))["mask"][1].sum() == 0
+
+
+def test_dynamic_sampling_keeps_informative_groups(tasks, tok):
+  calls = []
+
+  def sample_fn(params, prompts, lengths, rng, *a):  # every sample scores 0
+    calls.append(1)
+    B = prompts.shape[0] * 4
+    toks = np.zeros((B, 8), np.int32)
+    return dict(tokens=toks, logprobs=np.zeros((B, 8), np.float32), lengths=np.full(B, 2, np.int32))
+
+  rewards = make_rewards()
+  draw = lambda n: tasks[:n]
+  s, st = R.collect_groups(None, draw, sample_fn=sample_fn, tok=tok, rewards=rewards,
+                           rl=rl_cfg(dynamic_sampling=True), rng=jax.random.PRNGKey(0))
+  # Every group is all-zero: 1 + max_extra_batches generations, then fillers that train nothing.
+  assert len(calls) == 3 and st["groups_kept"] == 0.0 and not s["live"].any()
+  s, st = R.collect_groups(None, draw, sample_fn=sample_fn, tok=tok, rewards=rewards,
+                           rl=rl_cfg(), rng=jax.random.PRNGKey(0))
+  assert len(calls) == 4 and st["groups_kept"] == 1.0 and s["live"].all()
+
+
+def test_old_logp_in_train_layout_equals_sampler_logprobs(tasks, tok):
+  params = init_params(CFG, jax.random.PRNGKey(1))
+  rl = rl_cfg()
+  sample_fn = make_sampler(CFG, max_new_tokens=8, stop_ids=(tok.token_to_id("<|end_of_text|>"),),
+                           samples_per_prompt=4)
+  model = Granite(CFG)
+  logp_fn = jax.jit(lambda p, b: response_logprobs(p, b, model)[0])
+  draw = lambda n: tasks[:n]
+  batch, st = R.rollout(params, params, draw, sample_fn=sample_fn, logp_fn=logp_fn, tok=tok,
+                        rewards=make_rewards(), rl=rl, rng=jax.random.PRNGKey(0))
+  assert batch["mask"].sum() > 0 and st["logp_diff"] < 1e-4
+  np.testing.assert_allclose(batch["ref_logp"], batch["old_logp"])
+  for k in ("reward_mean", "reward_std", "accuracy", "response_len", "truncated_frac"):
+    assert k in st
+
+
+def test_identity_calibration_and_tool_rewards():
+  ref = {"name": "Granite", "forbidden": ["Claude"]}
+  assert identity_reward("", "I am Granite, an IBM model.", ref) == 1.0
+  assert identity_reward("", "I am granite-ish? No: Claude.", ref) == 0.0
+  assert identity_reward("", "I am a model.", ref) == 0.0
+  assert calibration_reward("", "I don't know.", {"answerable": False}) == 1.0
+  assert calibration_reward("", "It is 555-1234.", {"answerable": False}) == 0.0
+  assert calibration_reward("", "The answer is 7.", {"answerable": True, "answer": "7"}) == 1.0
+  assert calibration_reward("", "I don't know, maybe 7.", {"answerable": True, "answer": "7"}) == 0.0
+  call = '{"arguments": {"a": 1, "b": 2}, "name": "add"}'
+  assert tool_call_reward("", f"<tool_call>\n{call}\n</tool_call>", call) == 1.0
+  assert tool_call_reward("", '<tool_call>{"name": "add", "arguments": {}}</tool_call>', call) == 0.5
