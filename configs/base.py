@@ -31,6 +31,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.preset = arg
   c.model = ConfigDict(preset(arg).to_dict())  # every field, so each is overridable
   c.model.remat_policy = "nothing_saveable"
+  # Real sizes: cross-entropy 1024 positions at a time, never the full [B, T, 100K] float32 logits.
+  c.model.loss_chunk = 0 if is_tiny(arg) else 1024
   c.model.attention_impl = "xla" if is_tiny(arg) else "cudnn"
 
   c.data = ConfigDict()
@@ -41,6 +43,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.data.tokenizer = ""        # path to tokenizer.json; "" = demo BPE tokenizer
   c.data.cache_dir = ""        # demo corpus/tokenizer cache; "" = ~/.cache/granite_jax
   c.data.on_bad_record = "raise"  # or "skip"
+  c.data.kind = "pretrain"     # or "sft" (chat conversations, configs/sft.py)
 
   c.train = ConfigDict()
   c.train.seq_len = 256 if is_tiny(arg) else REAL_SEQ_LEN

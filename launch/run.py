@@ -30,12 +30,29 @@ def main(argv):
   config = _CONFIG.value
   if config.train.deterministic_gpu:  # must be set before the GPU backend starts
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
+  from granite_jax.sharding import distributed, xla_profile
+  try:  # XLA profile, then jax.distributed: both before any backend exists
+    xla_cfg = config.get("xla") or xla_profile.default_config()
+    applied = xla_profile.apply(xla_cfg)
+    dist = distributed.initialize(config.get("distributed") or distributed.default_config())
+  except ValueError as e:
+    sys.exit(f"granite_jax: invalid config: {e}")
+  if jax.process_index() == 0:
+    print(f"granite_jax | {xla_profile.describe(xla_cfg, applied)}"
+          + (f" | distributed {dist.describe()}" if dist else ""), flush=True)
   try:  # bad input: one line naming the field, not a traceback
     validate(config, jax.device_count(), jax.process_count())
+    if config.mesh.get("dcn_shape"):
+      from granite_jax.sharding.mesh import make_hybrid_mesh
+      make_hybrid_mesh(config.mesh.shape, config.mesh.dcn_shape, config.mesh.axes)  # checks the split
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"granite_jax: invalid config: {e}")
   workdir = _WORKDIR.value or os.path.join("runs", config.name if config.preset == "tiny"
                                            else f"{config.name}_{config.preset}")
+  if config.get("rl"):  # RL stages (configs/rl_*.py, rlhf.py)
+    from granite_jax.rl.loop import run_rl as run
+  elif config.get("reward_model"):  # configs/reward_model.py
+    from granite_jax.rl.reward_model_train import run_reward_model as run
   run(config, workdir)
 
 

@@ -87,9 +87,26 @@ def initial_state(job: Job, ckpt: Checkpointer, make_iter) -> tuple[state_lib.Tr
   return init(jax.random.PRNGKey(job.config.train.seed)), make_iter(), "fresh init"
 
 
+def data_iterator(c: ConfigDict, local_batch: int, split: str):
+  """The pretraining mixture pipeline, or the chat (SFT) pipeline when data.kind == "sft"."""
+  if c.data.get("kind", "pretrain") == "sft":
+    from granite_jax.sft.data import make_iterator
+    epochs = c.train.get("epochs", 0) or None
+  else:
+    make_iterator, epochs = pipeline.make_iterator, None
+  return make_iterator(c.data, seq_len=c.train.seq_len, batch_size=local_batch, seed=c.train.seed,
+                       split=split, process_index=jax.process_index(), process_count=jax.process_count(),
+                       num_epochs=epochs if split == "train" else None)
+
+
+def data_line(c: ConfigDict) -> str:
+  if c.data.get("kind", "pretrain") == "sft":
+    return f"sft conversations from {c.data.sft.sources or 'the demo SFT set'}, {c.train.get('epochs', 0) or 'unlimited'} epoch(s)"
+  return ", ".join(f"{d} {w:.1%}" for d, w in pipeline.mixture_weights(c.data).items())
+
+
 def banner(job: Job, workdir: str, start: str) -> str:
   c, m = job.config, job.model_cfg
-  mix = pipeline.mixture_weights(c.data)
   mesh = ", ".join(f"{a}={s}" for a, s in job.mesh.shape.items())
   lines = [
       f"granite_jax | {c.name} | workdir {workdir}",
@@ -98,7 +115,7 @@ def banner(job: Job, workdir: str, start: str) -> str:
       f"dtype={m.dtype} attn={m.attention_impl} remat={m.remat_policy}",
       f"  mesh     ({mesh}) on {jax.device_count()} {jax.devices()[0].platform} device(s), "
       f"{jax.process_count()} process(es)",
-      "  data     " + ", ".join(f"{d} {w:.1%}" for d, w in mix.items()),
+      "  data     " + data_line(c),
       f"  batch    {c.train.global_batch} x {c.train.seq_len} = {job.tokens_per_step:,} tokens/step, "
       f"{job.steps:,} steps ({job.steps * job.tokens_per_step:,.0f} tokens)",
       f"  schedule {describe_schedule(c.optim, job.steps, job.tokens_per_step)}",
@@ -108,9 +125,7 @@ def banner(job: Job, workdir: str, start: str) -> str:
 
 
 def evaluate(job: Job, eval_fn, params) -> float:
-  it = pipeline.make_iterator(job.config.data, seq_len=job.config.train.seq_len,
-                              batch_size=job.local_batch, seed=job.config.train.seed, split="eval",
-                              process_index=jax.process_index(), process_count=jax.process_count())
+  it = data_iterator(job.config, job.local_batch, "eval")
   bs = step_lib.batch_sharding(job.mesh)
   loss_sum = n = 0.0
   for _ in range(job.config.train.eval_batches):
@@ -142,9 +157,7 @@ def run(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str,
     write_run_files(c, job, workdir)
 
   def make_iter():
-    return pipeline.make_iterator(c.data, seq_len=c.train.seq_len, batch_size=job.local_batch,
-                                  seed=c.train.seed, split="train", process_index=jax.process_index(),
-                                  process_count=jax.process_count())
+    return data_iterator(c, job.local_batch, "train")
 
   ckpt = Checkpointer(os.path.join(workdir, "ckpt"), max_to_keep=c.ckpt.max_to_keep,
                       async_save=c.ckpt.async_save)
@@ -195,7 +208,17 @@ def run(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str,
 
   try:
     while step < job.steps:
-      batch = to_global(next(train_it), bs)
+      try:
+        batch = to_global(next(train_it), bs)
+      except StopIteration:  # a finite number of epochs (SFT) ran out before train.steps
+        if pending is not None:
+          settle(pending)
+          pending = None
+        if is_main:
+          print(f"granite_jax: data exhausted after step {step} ({c.train.get('epochs')} epochs)", flush=True)
+        if step and step not in ckpt.all_steps():
+          ckpt.save(step, state, train_it)
+        break
       state, m = train_fn(state, batch)
       step += 1
       if pending is not None:

@@ -46,10 +46,10 @@ def validate(c: ConfigDict, n_devices: int, process_count: int = 1) -> ModelConf
     raise ValueError(f"train.tokens={c.train.tokens!r} must be >= 0 (0 = use train.steps)")
   if c.train.on_nonfinite not in ("skip", "stop"):
     raise ValueError(f"train.on_nonfinite={c.train.on_nonfinite!r} must be 'skip' or 'stop'")
-  check_supported(model.attention_impl, seq_len=seq_len, head_dim=model.head_dim,
-                  dtype=model.dtype, max_seq_len=model.max_seq_len)
-
   shape = dict(zip(c.mesh.axes, resolve_shape(c.mesh.shape, n_devices, c.mesh.axes)))
+  check_supported(model.attention_impl, seq_len=seq_len, head_dim=model.head_dim,
+                  dtype=model.dtype, max_seq_len=model.max_seq_len,
+                  block=model.attention_block, context=shape.get("context", 1))
   dp = shape.get("data", 1) * shape.get("fsdp", 1)
   if global_batch % (dp * grad_accum):
     raise ValueError(f"train.global_batch={global_batch} must be divisible by the data-parallel size "
@@ -62,14 +62,43 @@ def validate(c: ConfigDict, n_devices: int, process_count: int = 1) -> ModelConf
   if shape.get("context", 1) > 1 and seq_len % shape["context"]:
     raise ValueError(f"train.seq_len={seq_len} must be divisible by mesh context={shape['context']}")
 
-  resolve_sources(c.data, "train")  # mixture weights, source paths (builds the demo corpus once)
-  if c.train.eval_batches:
-    resolve_sources(c.data, "eval")
+  if c.data.get("kind", "pretrain") == "sft":
+    from granite_jax.sft.data import sft_sources
+    for split in ("train", "eval") if c.train.eval_batches else ("train",):
+      sft_sources(c.data, split)
+  elif c.data.get("kind", "pretrain") == "pretrain":
+    resolve_sources(c.data, "train")  # mixture weights, source paths (builds the demo corpus once)
+    if c.train.eval_batches:
+      resolve_sources(c.data, "eval")
+  else:
+    raise ValueError(f"data.kind={c.data.kind!r} must be 'pretrain' or 'sft'")
   vocab = get_tokenizer(c.data).get_vocab_size()
   if vocab > model.vocab_size:
     raise ValueError(f"data.tokenizer has {vocab} tokens, more than model.vocab_size={model.vocab_size}")
   if c.init_from and not os.path.isdir(c.init_from):
     raise ValueError(f"init_from={c.init_from!r}: no such checkpoint directory")
+  if c.init_from:
+    _check_init_from_shapes(c.init_from, model)
   if not math.isfinite(c.optim.peak_lr):
     raise ValueError(f"optim.peak_lr={c.optim.peak_lr!r} must be finite")
   return model
+
+
+def _check_init_from_shapes(init_from: str, model: ModelConfig) -> None:
+  """The model_config.json a run, merge or HF import left beside the checkpoint must match our shapes."""
+  import json
+
+  from granite_jax.ckpt.merge import SHAPE_FIELDS
+
+  for d in (init_from, os.path.dirname(os.path.abspath(init_from))):
+    path = os.path.join(d, "model_config.json")
+    if os.path.isfile(path):
+      with open(path) as f:
+        theirs = json.load(f)
+      diff = {k: (theirs.get(k), getattr(model, k)) for k in SHAPE_FIELDS if theirs.get(k) != getattr(model, k)}
+      if diff:
+        fix = " ".join(f"--config.model.{k}={v[0]}" for k, v in diff.items())
+        raise ValueError(f"init_from={init_from!r} holds a model with other shapes ({path}): "
+                         + ", ".join(f"{k}={a} there vs {b} here" for k, (a, b) in diff.items())
+                         + f"; pass {fix}")
+      return

@@ -1,0 +1,153 @@
+"""Per-device memory of the train step, from shapes alone (no devices, no compile).
+
+Terms, in bytes per device (b = sequences per device and micro-batch,
+t = tokens per device along the sequence, after the `context` split):
+  params, opt_state  exact per-leaf shard sizes: each parameter's logical axes
+                     map through sharding/rules.py to mesh axes; AdamW keeps mu
+                     and nu in the parameter dtype;
+  grads              same shards as the parameters (reduce-scattered), plus an
+                     accumulator when train.grad_accum > 1;
+  residuals          what the scanned stack saves for the backward under the
+                     remat policy: nothing_saveable keeps each layer's input
+                     (L x b x t x d); dots_saveable also every matmul output;
+                     none keeps everything;
+  layer              one layer's rematerialized forward + backward working set
+                     (q/k/v/o, SwiGLU hidden, their cotangents), live while
+                     that layer's backward runs, plus its FSDP-gathered weights;
+  attention          "xla"/"jax" materialize f32 scores b x heads x t x S;
+                     flash-style impls (cudnn, blockwise, ring) keep per-block
+                     tiles only;
+  logits             f32 b x t x V/tensor logits and their softmax cotangent
+                     (the loss is a full-vocabulary log-softmax), or one
+                     [b, loss_chunk, V] block with model.loss_chunk (chunked
+                     cross-entropy, the real sizes' default) plus the final
+                     hidden states' cotangent; and the gathered embedding
+                     for the tied head;
+  kv_cache           rollouts (RL): K and V for every layer, sequence and token.
+The constants (buffers live at once) were read off XLA's buffer assignment of
+the same step (granite_jax/plan_check.py); docs/planner.md has the comparison.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from typing import Mapping
+
+from granite_jax.model.config import ModelConfig
+from granite_jax.sharding.rules import rules_for
+
+_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float8_e4m3fn": 1}
+FLASH_IMPLS = ("cudnn", "blockwise", "ring", "allgather")
+
+# Buffers live at the peak, in units of the named tensor. Fitted to XLA's buffer
+# assignment of this step (least squares, then rounded): GRAD/RESIDUAL to the
+# per-layer slope, the rest to the depth-independent part, over the 3B/8B/30B
+# presets x 4 stages compiled at 4 and 8 layers with the unchunked loss; the
+# chunked-loss constants read off the same compiles with loss_chunk=1024, and
+# GRAD lowered to 2.25 to balance 30B (`python -m granite_jax.plan --check`).
+# They describe what XLA keeps live at once; they are not derivable from the model.
+GRAD_BUFFERS = 2.25      # gradient shards (f32): raw, / n_tokens, non-finite-guarded, partly fused
+RESIDUAL_BUFFERS = 2.0   # per saved layer input: the stacked scan carry and its cotangent
+LOGIT_BUFFERS = 3.0      # f32 logits, the log-softmax cotangent and their temporaries
+EMBED_BUFFERS = 1.0      # tied embedding gathered for the head (its cotangent reuses the grads)
+# Chunked cross-entropy (model.loss_chunk): f32 [b, chunk, V] blocks live at once (XLA
+# overlaps several iterations' logits and cotangents), and with context parallelism f32
+# [b, T, d] copies of the whole (unsharded) sequence's final hidden states: the chunks
+# cut across the context shards, so XLA gathers the sequence on every device.
+CHUNK_BUFFERS = 6.5
+CP_HIDDEN_BUFFERS = 3.25
+LAYER_BUFFERS = 0.5      # one layer's rematerialized activations beyond the above
+SCORE_BUFFERS = 1.0      # f32 scores of xla attention (softmax fused into them)
+FLASH_TILE_BUFFERS = 4.0  # f32 block x block tiles per query block in flight
+
+
+def dtype_bytes(name: str) -> int:
+  if name not in _BYTES:
+    raise ValueError(f"model dtype {name!r} is not one of {sorted(_BYTES)}")
+  return _BYTES[name]
+
+
+def param_leaves(cfg: ModelConfig) -> list[tuple[tuple[int, ...], tuple[str | None, ...]]]:
+  """(shape, logical axes) of every parameter, as the model declares them (no allocation)."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  from granite_jax.model import Granite
+
+  cfg = dataclasses.replace(cfg, attention_impl="xla")  # parameters do not depend on the kernel
+  boxed = jax.eval_shape(lambda: Granite(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32)))
+  leaves = jax.tree.leaves(boxed["params"], is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  return [(tuple(x.value.shape), tuple(x.names)) for x in leaves]
+
+
+def shard_count(shape, names, mesh: Mapping[str, int]) -> int:
+  """Elements of one device's shard (ceil per dimension, as XLA pads)."""
+  rules = dict(rules_for(types.SimpleNamespace(axis_names=tuple(mesh))))  # only names are read
+  n = 1
+  for dim, name in zip(shape, names):
+    phys = rules.get(name) if name else None
+    phys = (phys,) if isinstance(phys, str) else (phys or ())
+    n *= math.ceil(dim / math.prod(mesh[p] for p in phys))
+  return n
+
+
+@dataclasses.dataclass
+class Memory:
+  params: float
+  opt_state: float
+  grads: float
+  residuals: float
+  layer: float
+  attention: float
+  logits: float
+  kv_cache: float = 0.0
+
+  @property
+  def total(self) -> float:
+    return sum(dataclasses.asdict(self).values())
+
+
+def train_memory(cfg: ModelConfig, mesh: Mapping[str, int], global_batch: int, seq_len: int,
+                 grad_accum: int = 1, kv_cache_seqs: int = 0) -> Memory:
+  """Per-device bytes of one train step (and, for RL, the rollout KV cache held beside it)."""
+  dp = mesh.get("data", 1) * mesh.get("fsdp", 1)
+  tp, cp = mesh.get("tensor", 1), mesh.get("context", 1)
+  b = global_batch / dp / grad_accum
+  t = seq_len / cp
+  pb, ab = dtype_bytes(cfg.param_dtype), dtype_bytes(cfg.dtype)
+  leaves = param_leaves(cfg)
+  p_dev = sum(shard_count(s, n, mesh) for s, n in leaves)
+  layer_params = sum(math.prod(s) for s, n in leaves if n and n[0] == "layers") / cfg.n_layers
+  d, L, h = cfg.d_model, cfg.n_layers, cfg.head_dim
+  n_l, k_l, f_l = cfg.n_heads / tp, max(cfg.n_kv_heads / tp, 1), cfg.d_ff / tp
+
+  grads = p_dev * pb * (GRAD_BUFFERS + (1 if grad_accum > 1 else 0))
+  per_tok_layer = (2 * d + (2 * n_l + 2 * k_l) * h + 3 * f_l)  # norms' outputs, q/k/v/o, SwiGLU
+  saved = {"nothing_saveable": d, "dots_saveable": d + (2 * n_l + 2 * k_l) * h + 3 * f_l,
+           "dots_with_no_batch_dims_saveable": d + (2 * n_l + 2 * k_l) * h + 3 * f_l}
+  per_tok_saved = saved.get(cfg.remat_policy, d + per_tok_layer)
+  residuals = RESIDUAL_BUFFERS * L * b * t * per_tok_saved * ab
+  gathered = layer_params / tp * pb  # this layer's weights, all-gathered over fsdp, and their grads
+  layer = LAYER_BUFFERS * b * t * per_tok_layer * ab + gathered
+  if cfg.attention_impl in FLASH_IMPLS:
+    blk = min(getattr(cfg, "attention_block", 512), t)
+    attention = FLASH_TILE_BUFFERS * b * n_l * blk * blk * 4 + 2 * b * n_l * t * 4
+  else:
+    attention = SCORE_BUFFERS * b * n_l * t * seq_len * 4
+  if cfg.remat_policy == "none":
+    attention *= L
+  chunk = getattr(cfg, "loss_chunk", 0)
+  gathered_hidden = 0.0
+  if chunk and seq_len > chunk and seq_len % chunk == 0:  # chunked_xent
+    logit_tokens = CHUNK_BUFFERS * b * chunk
+    if cp > 1:  # chunks of a context-sharded sequence: the whole sequence's hidden states on every device
+      gathered_hidden = CP_HIDDEN_BUFFERS * b * seq_len * d * 4
+  else:
+    logit_tokens = LOGIT_BUFFERS * b * t
+  logits = (logit_tokens * cfg.vocab_size / tp * 4 + gathered_hidden
+            + EMBED_BUFFERS * cfg.vocab_size * d / tp * pb)
+  kv = 2 * L * kv_cache_seqs / dp * seq_len * k_l * h * ab
+  return Memory(params=p_dev * pb, opt_state=2 * p_dev * pb, grads=grads, residuals=residuals,
+                layer=layer, attention=attention, logits=logits, kv_cache=kv)
