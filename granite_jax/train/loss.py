@@ -24,16 +24,18 @@ def output_weight_DV(params, cfg: ModelConfig):
   return params["embed"]["embedding"].T if cfg.tie_embeddings else params["lm_head"]
 
 
-def chunked_xent(hidden_BTD, w_DV, targets_BT, weights_BT, cfg: ModelConfig, chunk: int):
+def chunked_xent(hidden_BTD, w_DV, targets_BT, weights_BT, cfg: ModelConfig, chunk: int, groups: int = 1):
+  """`groups` contiguous parts of T (the context shards) are chunked separately, so each
+  scan step takes one chunk from every shard and never gathers the sequence."""
   B, T, D = hidden_BTD.shape
-  n = T // chunk
-  split = lambda x: jnp.swapaxes(x.reshape(B, n, chunk, *x.shape[2:]), 0, 1)  # [n, B, chunk, ...]
+  n = T // (groups * chunk)
+  split = lambda x: jnp.moveaxis(x.reshape(B, groups, n, chunk, *x.shape[2:]), 2, 0)  # [n, B, G, chunk, ...]
 
   @jax.checkpoint
-  def one(h_BCD, t_BC, w_BC):
-    logits_BCV = jnp.einsum("bcd,dv->bcv", h_BCD, w_DV.astype(cfg.dtype),
-                            preferred_element_type=jnp.float32) / cfg.logits_scaling
-    return xent_sums(logits_BCV, t_BC, w_BC)
+  def one(h_BGCD, t_BGC, w_BGC):
+    logits_BGCV = jnp.einsum("bgcd,dv->bgcv", h_BGCD, w_DV.astype(cfg.dtype),
+                             preferred_element_type=jnp.float32) / cfg.logits_scaling
+    return xent_sums(logits_BGCV, t_BGC, w_BGC)
 
   def body(carry, xs):
     l, k = one(*xs)

@@ -36,18 +36,22 @@ def next_token_targets(batch: Batch):
   return targets_BT, weights_BT
 
 
-def loss_sums(params, batch: Batch, model: Granite):
-  """(sum of token losses, number of trainable tokens) for one (micro)batch."""
+def loss_sums(params, batch: Batch, model: Granite, context_shards: int = 1):
+  """(sum of token losses, number of trainable tokens) for one (micro)batch.
+
+  With context parallelism the loss chunks stay inside each shard's part of the sequence.
+  """
   if "targets" in batch:  # computed before a permutation (context_balanced)
     targets_BT, weights_BT = batch["targets"], batch["weights"]
   else:
     targets_BT, weights_BT = next_token_targets(batch)
   cfg, T = model.cfg, batch["tokens"].shape[1]
   kw = dict(segment_ids=batch["segment_ids"], positions=batch["positions"])
-  if cfg.loss_chunk and T > cfg.loss_chunk and T % cfg.loss_chunk == 0:
+  groups = context_shards if T % (context_shards * max(cfg.loss_chunk, 1)) == 0 else 1
+  if cfg.loss_chunk and T > cfg.loss_chunk and T % (groups * cfg.loss_chunk) == 0:
     hidden_BTD = model.apply({"params": params}, batch["tokens"], return_hidden=True, **kw)
     return loss_lib.chunked_xent(hidden_BTD, loss_lib.output_weight_DV(params, cfg), targets_BT, weights_BT,
-                                 cfg, cfg.loss_chunk)
+                                 cfg, cfg.loss_chunk, groups)
   logits_BTV = model.apply({"params": params}, batch["tokens"], **kw)
   return loss_lib.xent_sums(logits_BTV, targets_BT, weights_BT)
 
@@ -63,8 +67,8 @@ def context_balanced(batch: Batch, n_shards: int) -> Batch:
   return {k: cp.apply(v, perm) for k, v in dict(batch, targets=targets_BT, weights=weights_BT).items()}
 
 
-def _grads(params, batch: Batch, model: Granite, grad_accum: int):
-  grad_fn = jax.value_and_grad(lambda p, b: loss_sums(p, b, model), has_aux=True)
+def _grads(params, batch: Batch, model: Granite, grad_accum: int, context_shards: int = 1):
+  grad_fn = jax.value_and_grad(lambda p, b: loss_sums(p, b, model, context_shards), has_aux=True)
   if grad_accum == 1:
     (loss_sum, n), g = grad_fn(params, batch)
     return loss_sum, n, g
@@ -85,7 +89,7 @@ def train_step(state: TrainState, batch: Batch, *, model: Granite,
                grad_accum: int = 1, context_shards: int = 1):
   if context_shards > 1:
     batch = context_balanced(batch, context_shards)
-  loss_sum, n_tokens, grads = _grads(state.params, batch, model, grad_accum)
+  loss_sum, n_tokens, grads = _grads(state.params, batch, model, grad_accum, context_shards)
   denom = jnp.maximum(n_tokens, 1.0)
   loss = loss_sum / denom
   grads = jax.tree.map(lambda g: g / denom, grads)

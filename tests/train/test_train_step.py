@@ -103,9 +103,11 @@ def test_chunked_cross_entropy_matches_full_logits(tie):
   params = state_lib.init_params(cfg, jax.random.PRNGKey(3))
   batch = make_batch()
 
-  def f(c):
-    return jax.value_and_grad(lambda p: step_lib.loss_sums(p, batch, Granite(c))[0])(params)
+  def f(c, shards=1):
+    return jax.value_and_grad(lambda p: step_lib.loss_sums(p, batch, Granite(c), shards)[0])(params)
 
-  (l_full, g_full), (l_chunk, g_chunk) = f(cfg), f(chunked)
-  np.testing.assert_allclose(l_chunk, l_full, rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g_chunk, g_full)
+  l_full, g_full = f(cfg)
+  for shards in (1, 2):  # 2: chunks stay within each context shard's half of the sequence
+    l_chunk, g_chunk = f(chunked, shards)
+    np.testing.assert_allclose(l_chunk, l_full, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g_chunk, g_full)
