@@ -84,7 +84,7 @@ def attention(q_BTNH: jax.Array, k_BSKH: jax.Array, v_BSKH: jax.Array, *,
   if kv_segment_ids_BS is None:
     kv_segment_ids_BS = segment_ids_BT
   B, T, N, H = q_BTNH.shape
-  S, K = k_BSKH.shape[1], k_BSKH.shape[2]
+  S = k_BSKH.shape[1]
   if positions_BT is not None:
     kv_positions_BS = positions_BT if kv_positions_BS is None else kv_positions_BS
     allowed_BTS = positions_BT[:, :, None] >= kv_positions_BS[:, None, :]

@@ -28,7 +28,7 @@ from granite_jax.train import loop as train_loop
 from granite_jax.train import state as state_lib
 from granite_jax.train.guards import Guard
 from granite_jax.train.metrics import MetricsWriter
-from granite_jax.train.preemption import EXIT_PREEMPTED, Preemption
+from granite_jax.train.preemption import Preemption, exit_preempted
 
 
 def validate_rl(c: ConfigDict, dp: int) -> None:
@@ -156,11 +156,7 @@ def run_rl(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict:
       if must_save or stop:
         ckpt.save(int(jax.device_get(state.step)), state)
       if stop:
-        ckpt.close()
-        bar.close()
-        print(f"granite_jax: preempted; checkpoint at step {step} committed, exiting with "
-              f"{EXIT_PREEMPTED}", flush=True)
-        raise SystemExit(EXIT_PREEMPTED)
+        exit_preempted(step, ckpt, bar)
   finally:
     preempt.restore()
   bar.close()

@@ -26,7 +26,6 @@ from granite_jax.rl.reward_model import bt_loss, init_head, init_rm_params, pad_
 from granite_jax.sft import demo_data
 from granite_jax.sharding.rules import rules_for
 from granite_jax.train import loop as train_loop
-from granite_jax.train import state as state_lib
 from granite_jax.train.metrics import MetricsWriter
 from granite_jax.train.state import TrainState
 

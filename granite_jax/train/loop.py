@@ -26,7 +26,7 @@ from granite_jax.train import state as state_lib
 from granite_jax.train import step as step_lib
 from granite_jax.train.guards import Guard
 from granite_jax.train.metrics import MetricsWriter
-from granite_jax.train.preemption import EXIT_PREEMPTED, Preemption
+from granite_jax.train.preemption import Preemption, exit_preempted
 from granite_jax.train.validate import validate
 
 
@@ -237,11 +237,7 @@ def run(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str,
       if must_save or stop:
         ckpt.save(step, state, train_it)
       if stop:
-        ckpt.close()
-        bar.close()
-        print(f"granite_jax: preempted; checkpoint at step {step} committed, exiting with "
-              f"{EXIT_PREEMPTED}", flush=True)
-        raise SystemExit(EXIT_PREEMPTED)
+        exit_preempted(step, ckpt, bar)
   finally:
     preempt.restore()
   bar.close()

@@ -46,3 +46,13 @@ class Preemption:
   def restore(self):
     for s, h in self._previous.items():
       signal.signal(s, h)
+
+
+def exit_preempted(step: int, ckpt, bar=None) -> None:
+  """After the preemption checkpoint was saved: commit it, then leave with EXIT_PREEMPTED."""
+  ckpt.close()
+  if bar is not None:
+    bar.close()
+  print(f"granite_jax: preempted; checkpoint at step {step} committed, exiting with {EXIT_PREEMPTED}",
+        flush=True)
+  raise SystemExit(EXIT_PREEMPTED)

@@ -1,7 +1,6 @@
 """Granite chat format: exact rendering, parity with transformers' apply_chat_template, loss mask."""
 import json
 
-import numpy as np
 import pytest
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers

@@ -2,7 +2,6 @@
 checked against a hand-written NumPy AdamW."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
