@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sys
 import zlib
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from granite_jax.data.demo_stdlib import Item, stdlib_items
 from granite_jax.data.domains import DOMAINS, LONG_DOMAINS
 from granite_jax.data.records_io import write_arrayrecord
 
-VERSION = "demo_corpus_v1"
+VERSION = "demo_corpus_v2"  # v2: retrieval documents in lang_instruct
 NUM_DOCS = {"train": 2000, "eval": 200}
 NUM_LONG_DOCS = {"train": 300, "eval": 30}  # books / code_repos: fewer, 3-8 KB each
 SPLITS = ("train", "eval")
@@ -78,7 +79,19 @@ def _synthetic(items: list[Item], rng: random.Random) -> str:
           f"Exercise: how do you import it?\nAnswer: `from {it.module} import {it.qualname.split('.')[0]}`")
 
 
-def _lang_instruct(items: list[Item], rng: random.Random) -> str:
+# Retrieval documents' haystack length in characters, log-uniform: about a quarter fit
+# the 256-token tiny pretraining rows, nearly all fit the 2K-token tiny LCE rows.
+RETRIEVAL_CHARS = (300, 8000)
+
+
+def _retrieval(sentences: list[str], rng: random.Random) -> str:
+  lo, hi = RETRIEVAL_CHARS
+  return gen.retrieval_doc(rng, sentences, int(lo * (hi / lo) ** rng.random()))
+
+
+def _lang_instruct(items: list[Item], sentences: list[str], rng: random.Random) -> str:
+  if rng.random() < 0.5:  # half: key-value retrieval over a long passage (long-context skill)
+    return _retrieval(sentences, rng)
   kind = rng.randrange(4)
   if kind == 0:
     s, lang = gen.sentence(rng), rng.randrange(1, len(gen.LANGS))
@@ -122,7 +135,7 @@ def _code_repos(modules: list[Item], rng: random.Random) -> str:
   return "\n".join(parts)
 
 
-_BUILDERS: dict[str, Callable[[dict[str, list[Item]], random.Random], str]] = {
+_BUILDERS: dict[str, Callable[[dict[str, list], random.Random], str]] = {
     "cc": lambda p, r: _cc(p["documented"], r),
     "cc_hq": lambda p, r: _cc_hq(p["long_doc"], r),
     "code": lambda p, r: _code(p["all"], r),
@@ -132,7 +145,7 @@ _BUILDERS: dict[str, Callable[[dict[str, list[Item]], random.Random], str]] = {
     "domain": lambda p, r: gen.domain_doc(r),
     "synthetic": lambda p, r: _synthetic(p["documented"], r),
     "long_cot": lambda p, r: gen.long_cot(r),
-    "lang_instruct": lambda p, r: _lang_instruct(p["documented"], r),
+    "lang_instruct": lambda p, r: _lang_instruct(p["documented"], p["sentences"], r),
     "code_instruct": lambda p, r: _code_instruct(p["documented"], r),
     "books": lambda p, r: _books(p["documented"], r),
     "code_repos": lambda p, r: _code_repos(p["modules"], r),
@@ -140,10 +153,11 @@ _BUILDERS: dict[str, Callable[[dict[str, list[Item]], random.Random], str]] = {
 assert set(_BUILDERS) == set(DOMAINS)
 
 
-def _pools(items: list[Item]) -> dict[str, list[Item]]:
+def _pools(items: list[Item]) -> dict[str, list]:
   documented = [i for i in items if len(i.doc) >= 40]
+  sentences = [s.strip() + "." for i in documented for s in re.split(r"\.\s+", i.doc) if len(s.strip()) > 20]
   return {"all": items, "documented": documented, "long_doc": [i for i in documented if len(i.doc) >= 200],
-          "modules": [i for i in items if i.kind == "module"]}
+          "modules": [i for i in items if i.kind == "module"], "sentences": sentences}
 
 
 def corpus_dir(cache_dir: str) -> str:

@@ -130,3 +130,43 @@ def domain_doc(rng: random.Random) -> str:
           f"{rng.randint(100, 160)}/{rng.randint(60, 100)} mmHg. Assessment: "
           f"{'likely viral infection' if temp > 37.5 else 'non-specific symptoms'}. Plan: follow-up in "
           f"{rng.choice([3, 7, 14])} days.")
+
+
+# Keys of the synthetic retrieval documents. Disjoint from the keys of the NIAH eval
+# (granite_jax.eval.niah.KEYS; a test checks), so the eval asks about keys never trained on.
+RETRIEVAL_KEYS = ["maple", "cobalt", "lantern", "meadow", "pepper", "orbit", "tundra", "velvet", "anchor",
+                  "basalt", "cedar", "dune", "fjord", "glacier", "hazel", "indigo", "juniper", "kelp",
+                  "lotus", "marble", "nutmeg", "onyx", "pebble", "quartz", "raven", "sequoia", "thistle",
+                  "umber", "walnut", "yarrow", "zephyr", "birch", "coral", "daisy", "ferret", "garnet"]
+
+
+def retrieval_doc(rng: random.Random, sentences: list[str], n_chars: int) -> str:
+  """A key-value lookup over a haystack of ~n_chars: RULER-style synthetic long-context data.
+
+  Needles ("One of the special magic numbers for {key} is: {value}.") sit at a random
+  depth of real text; the document ends with the question and its answer, so the
+  answer is only learnable by attending back to the needle. Kinds mirror the NIAH
+  eval's: one needle, several keys (one asked), several values, variable tracking.
+  """
+  hay: list[str] = []
+  while sum(map(len, hay)) < n_chars:
+    hay.append(rng.choice(sentences))
+  value = lambda: str(rng.randint(1_000_000, 9_999_999))
+  kind = rng.randrange(4)
+  if kind == 3:  # variable tracking: a chain of assignments
+    v = str(rng.randint(10_000, 99_999))
+    names = [f"X{rng.randint(10, 99)}{c}" for c in "ABCD"[:rng.randint(2, 4)]]
+    needles = [f"VAR {names[0]} = {v}."] + [f"VAR {b} = VAR {a}." for a, b in zip(names, names[1:])]
+    tail = (f"Question: Find all variables that are assigned the value {v}. "
+            f"Answer: the variables assigned {v} are: {', '.join(names)}.")
+  else:
+    keys = rng.sample(RETRIEVAL_KEYS, 4 if kind == 1 else 1)
+    values = [value() for _ in range(3 if kind == 2 else 1)]
+    pairs = [(keys[0], x) for x in values] + [(k, value()) for k in keys[1:]]
+    needles = [f"One of the special magic numbers for {k} is: {x}." for k, x in pairs]
+    plural = "numbers" if kind == 2 else "number"
+    tail = (f"Question: What is the special magic {plural} for {keys[0]} mentioned in the text? Answer: "
+            f"The special magic {plural} for {keys[0]} mentioned in the text is: {', '.join(values)}.")
+  for nd in needles:
+    hay.insert(rng.randint(0, len(hay)), nd)
+  return " ".join(hay) + "\n" + tail
