@@ -161,12 +161,15 @@ def retrieval_doc(rng: random.Random, sentences: list[str], n_chars: int) -> str
             f"Answer: the variables assigned {v} are: {', '.join(names)}.")
   else:
     keys = rng.sample(RETRIEVAL_KEYS, 4 if kind == 1 else 1)
-    values = [value() for _ in range(3 if kind == 2 else 1)]
-    pairs = [(keys[0], x) for x in values] + [(k, value()) for k in keys[1:]]
+    pairs = [(keys[0], value()) for _ in range(3 if kind == 2 else 1)] + [(k, value()) for k in keys[1:]]
     needles = [f"One of the special magic numbers for {k} is: {x}." for k, x in pairs]
+  slots = sorted(rng.randint(0, len(hay)) for _ in needles)
+  for i, nd in enumerate(needles):  # in order: a chain reads forward
+    hay.insert(slots[i] + i, nd)
+  if kind != 3:
+    asked = [nd for nd in hay if nd.startswith(f"One of the special magic numbers for {keys[0]} is:")]
+    values = [nd.rsplit(" ", 1)[1].rstrip(".") for nd in asked]  # in text order
     plural = "numbers" if kind == 2 else "number"
     tail = (f"Question: What is the special magic {plural} for {keys[0]} mentioned in the text? Answer: "
             f"The special magic {plural} for {keys[0]} mentioned in the text is: {', '.join(values)}.")
-  for nd in needles:
-    hay.insert(rng.randint(0, len(hay)), nd)
   return " ".join(hay) + "\n" + tail

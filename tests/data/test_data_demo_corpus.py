@@ -43,7 +43,8 @@ def test_domains_are_distinguishable(demo_cache):
   assert all(len(set(v)) > 50 for v in docs.values())  # not one repeated doc
   assert all("Answer" in t or "Solution" in t or "=" in t for t in docs["math"])
   assert all("<think>" in t and "</think>" in t for t in docs["long_cot"])
-  assert all(t.startswith("<|start_of_role|>user") for t in docs["lang_instruct"] + docs["code_instruct"])
+  chats = docs["code_instruct"] + [t for t in docs["lang_instruct"] if "special magic" not in t and "VAR " not in t]
+  assert len(chats) > 250 and all(t.startswith("<|start_of_role|>user") for t in chats)
   assert all(t.startswith("<repo>") for t in docs["code_repos"])
   assert np.mean([len(t) for t in docs["books"]]) > 5 * np.mean([len(t) for t in docs["math"]])
   french_or_spanish = sum(any(w in t for w in (" le ", " la ", " el ", " der ", " die ")) for t in docs["multilingual"])
@@ -55,3 +56,23 @@ def test_eval_split_is_held_out(demo_cache):
   evals = demo_corpus.ensure_demo_corpus(demo_cache, "eval")
   for d in ("cc_hq", "technical", "books", "math"):
     assert not set(_docs(evals[d])) & set(_docs(train[d])), d
+
+
+def test_retrieval_documents_answer_from_their_needles(demo_cache):
+  import re
+
+  from granite_jax.data.demo_generators import RETRIEVAL_KEYS
+  from granite_jax.eval.niah import KEYS
+
+  assert not set(RETRIEVAL_KEYS) & set(KEYS)  # the NIAH eval asks about keys never trained on
+  docs = [d for d in _docs(demo_corpus.ensure_demo_corpus(demo_cache, "train")["lang_instruct"])
+          if "\nQuestion: " in d and "special magic" in d]
+  assert len(docs) > 200
+  for d in docs:
+    text, tail = d.rsplit("\nQuestion: ", 1)
+    key, answer = re.search(r"magic numbers? for (\w+) mentioned in the text is: ([\d, ]+)\.$", tail).groups()
+    assert key in RETRIEVAL_KEYS
+    planted = re.findall(rf"One of the special magic numbers for {key} is: (\d+)\.", text)
+    assert answer.split(", ") == planted  # every value of the asked key, in text order
+  lengths = [len(d) for d in docs]
+  assert min(lengths) < 1200 and max(lengths) > 6000  # short ones fit tiny pretraining rows, long ones LCE rows
