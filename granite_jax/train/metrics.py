@@ -28,7 +28,11 @@ class MetricsWriter:
 
   def truncate_after(self, step: int) -> None:
     """Drops records past `step` (logged by a run that died before checkpointing them)."""
-    if not self.enabled or not os.path.exists(self.path):
+    if not self.enabled:
+      return
+    if self._tb is not None:
+      self._tb.purge_from(step + 1)
+    if not os.path.exists(self.path):
       return
     with open(self.path) as f:
       lines = [l for l in f if l.strip()]

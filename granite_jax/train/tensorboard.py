@@ -5,7 +5,12 @@ scalar per numeric field of each metrics record, tagged with the record's key,
 at the record's `step`. So `tensorboard --logdir WORKDIR` shows exactly what
 metrics.jsonl holds: loss, lr, grad_norm, tokens_per_sec, mfu, eval_loss, RL
 rewards, ...
-`read_scalars` parses the files back with tensorboardX's protobufs (tests, tools).
+A resumed run first writes a SessionLog START event at the first step it will
+log again; TensorBoard then drops the earlier files' points from that step on
+(points logged by a run that died before checkpointing them), as
+metrics.jsonl's `truncate_after` does.
+`read_scalars` parses the files back with tensorboardX's protobufs (tests, tools),
+with the same purge rule.
 """
 from __future__ import annotations
 
@@ -36,7 +41,9 @@ class TensorBoardWriter:
     from tensorboardX.event_file_writer import EventsWriter
 
     os.makedirs(logdir, exist_ok=True)
-    self._w = EventsWriter(os.path.join(logdir, "events"))
+    # The name carries seconds only; a nanosecond suffix keeps a restart within the same
+    # second from overwriting the previous file, and keeps names in time order.
+    self._w = EventsWriter(os.path.join(logdir, "events"), filename_suffix=f".{time.time_ns():020d}.{os.getpid()}")
 
   def write(self, record: dict[str, Any]) -> None:
     from tensorboardX.proto import event_pb2, summary_pb2
@@ -47,6 +54,14 @@ class TensorBoardWriter:
       self._w.write_event(event_pb2.Event(wall_time=time.time(), step=int(record.get("step", 0)),
                                           summary=summary_pb2.Summary(value=values)))
       self._w.flush()
+
+  def purge_from(self, step: int) -> None:
+    """TensorBoard drops points at steps >= `step` logged before this event."""
+    from tensorboardX.proto import event_pb2
+
+    self._w.write_event(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                        session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+    self._w.flush()
 
   def close(self) -> None:
     self._w.close()
@@ -70,6 +85,8 @@ def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
   for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
     for payload in _records(path):
       event = event_pb2.Event.FromString(payload)
+      if event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START:
+        out = {tag: [(st, x) for st, x in pts if st < event.step] for tag, pts in out.items()}
       for v in event.summary.value:
         if v.HasField("simple_value"):
           out.setdefault(v.tag, []).append((int(event.step), float(v.simple_value)))

@@ -31,6 +31,19 @@ def test_events_are_on_disk_before_close(tmp_path):
   w.close()
 
 
+def test_resume_purges_points_past_the_checkpoint(tmp_path):
+  w = MetricsWriter(str(tmp_path))
+  for step in (10, 20, 30):  # the run dies after step 30, its last checkpoint is step 20
+    w.write(dict(step=step, loss=float(step)))
+  w.close()
+  w = MetricsWriter(str(tmp_path))
+  w.truncate_after(20)
+  w.write(dict(step=30, loss=-30.0))
+  w.close()
+  assert read_scalars(str(tmp_path))["loss"] == [(10, 10.0), (20, 20.0), (30, -30.0)]
+  assert [r["loss"] for r in read_metrics(str(tmp_path))] == [10.0, 20.0, -30.0]
+
+
 def test_disabled_writer_writes_nothing(tmp_path):
   w = MetricsWriter(str(tmp_path), enabled=False)
   w.write(dict(step=1, loss=1.0))
