@@ -63,14 +63,17 @@ def tiny_rows(lengths, xla_lengths, block):
   return rows
 
 
-def big_rows(impls, seq_len, batch, block, mesh_shape):
+def big_rows(impls, seq_len, block, mesh_shape, loss_chunk, name="8b"):
+  import math
+
   from granite_jax.model import preset
   from granite_jax.sharding.rules import MESH_AXES
   rows = []
+  batch = mesh_shape[0] * mesh_shape[1]  # one sequence per data/fsdp replica
   for impl in impls:
-    cfg = preset("8b", max_seq_len=seq_len, attention_impl=impl, attention_block=block)
+    cfg = preset(name, max_seq_len=seq_len, attention_impl=impl, attention_block=block, loss_chunk=loss_chunk)
     r = step_memory(cfg, mesh_shape, MESH_AXES, batch, seq_len)
-    rows.append(dict(model="8b", impl=impl, tokens=seq_len, devices=72,
+    rows.append(dict(model=name, impl=impl, tokens=seq_len, devices=math.prod(mesh_shape), loss_chunk=loss_chunk,
                      mesh="x".join(map(str, mesh_shape)), **r))
   return rows
 
@@ -91,19 +94,23 @@ def main(argv=None):
   p.add_argument("--block", type=int, default=512)
   p.add_argument("--mesh", type=int, nargs=4, default=[9, 1, 2, 4],
                  help="8b mesh: data fsdp tensor context (fsdp must divide d_model=4096)")
+  p.add_argument("--preset", default="8b", help="part 8b: the model shape (8b, or 30b, 3b)")
+  p.add_argument("--loss-chunk", type=int, default=1024,
+                 help="8b: cross-entropy chunk (model.loss_chunk of the real configs; 0 = full logits)")
   p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   a, rest = p.parse_known_args(argv)
   if a.child:
     rows = (tiny_rows([4096, 8192, 32768], [4096, 8192], a.block) if a.part == "tiny" else
-            big_rows(a.impls, 512 * 1024, 9, a.block, tuple(a.mesh)))
+            big_rows(a.impls, 512 * 1024, a.block, tuple(a.mesh), a.loss_chunk, a.preset))
     print(json.dumps(rows))
     return
-  common = ["--block", str(a.block), "--mesh", *map(str, a.mesh), "--impls", *a.impls]
+  common = ["--block", str(a.block), "--mesh", *map(str, a.mesh), "--impls", *a.impls,
+            "--loss-chunk", str(a.loss_chunk), "--preset", a.preset]
   rows = []
   if a.part in ("tiny", "all"):
     rows += _in_subprocess("tiny", common, 1)
   if a.part in ("8b", "all"):
-    rows += _in_subprocess("8b", common, 72)
+    rows += _in_subprocess("8b", common, a.mesh[0] * a.mesh[1] * a.mesh[2] * a.mesh[3])
   print("| model | attention | tokens/seq | mesh | args GiB | temp GiB | peak GiB/device |")
   print("|---|---|---|---|---|---|---|")
   for r in rows:

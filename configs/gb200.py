@@ -33,8 +33,8 @@ from configs import base
 GPUS_PER_RACK = 72
 NODES_PER_RACK = 18  # trays of 4 GPUs
 ICI = {"3b": (9, 8, 1), "8b": (9, 8, 1), "30b": (9, 8, 1)}  # (data, fsdp, tensor) inside one rack
-# Long context, 64 GPUs per rack. 30B at 512K is over budget (~177 GiB planned, docs/planner.md)
-# until the chunked loss stops gathering the whole sequence's hidden states on every device.
+# Long context, 64 GPUs per rack. XLA's estimate at 512K (docs/long_context.md): 8B 96 GiB per GPU;
+# 30B 198 GiB, over the 186 GB HBM (needs more context shards or offloading; not done).
 LCE_ICI = {"3b": (1, 8, 1, 8), "8b": (1, 8, 1, 8), "30b": (1, 8, 1, 8)}  # (data, fsdp, tensor, context)
 
 

@@ -12,7 +12,7 @@ ROPE_THETA = {"lce_32k": 1e6, "lce_128k": 1e7, "lce_512k": 1e7}
 TINY_LENGTH = {"lce_32k": 1024, "lce_128k": 2048, "lce_512k": 4096}
 REAL_LENGTH = {"lce_32k": 32_768, "lce_128k": 131_072, "lce_512k": 524_288}
 # Context-parallel degree for the real sizes (sequence split over this many GPUs of one NVLink domain).
-REAL_CONTEXT = {"lce_32k": 1, "lce_128k": 4, "lce_512k": 16}
+REAL_CONTEXT = {"lce_32k": 1, "lce_128k": 4, "lce_512k": 8}  # 512K: 96 GiB/GPU for 8B (docs/long_context.md)
 # Token budgets: the report does not give them; these are our defaults.
 REAL_TOKENS = {"lce_32k": 60e9, "lce_128k": 30e9, "lce_512k": 10e9}
 
@@ -40,7 +40,8 @@ def lce_config(name: str, arg: str | None):
     c.train.tokens = REAL_TOKENS[name]
     c.model.attention_impl = "cudnn" if REAL_CONTEXT[name] == 1 else "allgather"
     c.mesh.axes = ("data", "fsdp", "tensor", "context")
-    c.mesh.shape = (-1, 1, 1, REAL_CONTEXT[name])
+    # FSDP=8 inside a node/NVLink domain: params + AdamW state of 8B replicated would not fit.
+    c.mesh.shape = (-1, 8, 1, REAL_CONTEXT[name])
   c.merge = base.merge_config(enabled=True, weight=0.5)
   return c
 
