@@ -1,8 +1,9 @@
 """Grouped-query self-attention with RoPE (Granite's attention block).
 
-With `cache_kv` (this layer's k/v [B, S_max, K, H], see granite_jax.model.cache)
-the new keys/values are written at `cache_index` and the queries attend over
-the whole cache; the call then returns `(out, (k, v))`.
+With `cache_kv` (this layer's keys [B, K, S_max, H] and values [B, K, H, S_max],
+see granite_jax.model.cache) the new keys/values are written at `cache_index`
+and the queries attend over the whole cache; the call then returns
+`(out, (k, v))`.
 """
 from __future__ import annotations
 
@@ -59,17 +60,21 @@ class Attention(nn.Module):
   def _decode(self, q_BTNH, k_BTKH, v_BTKH, wo_NHD, segment_ids_BT, cache_kv,
               kv_segment_ids_BS, cache_index):
     c = self.cfg
-    k_BSKH, v_BSKH = cache_kv
-    at = (0, cache_index, 0, 0)
-    k_BSKH = jax.lax.dynamic_update_slice(k_BSKH, k_BTKH.astype(k_BSKH.dtype), at)
-    v_BSKH = jax.lax.dynamic_update_slice(v_BSKH, v_BTKH.astype(v_BSKH.dtype), at)
-    kv_axes = ("act_batch", None, "act_kv_heads", None)
-    k_BSKH = nn.with_logical_constraint(k_BSKH, kv_axes)
-    v_BSKH = nn.with_logical_constraint(v_BSKH, kv_axes)
+    k_BKSH, v_BKHS = cache_kv
+    # The cache keeps the layouts XLA's attention dots read (keys [B, K, S, H], values
+    # [B, K, H, S]), so a decode step writes its T slots in place and copies no cache.
+    k_BKSH = jax.lax.dynamic_update_slice(
+        k_BKSH, jnp.transpose(k_BTKH, (0, 2, 1, 3)).astype(k_BKSH.dtype), (0, 0, cache_index, 0))
+    v_BKHS = jax.lax.dynamic_update_slice(
+        v_BKHS, jnp.transpose(v_BTKH, (0, 2, 3, 1)).astype(v_BKHS.dtype), (0, 0, 0, cache_index))
+    kv_axes = ("act_batch", "act_kv_heads", None, None)
+    k_BKSH = nn.with_logical_constraint(k_BKSH, kv_axes)
+    v_BKHS = nn.with_logical_constraint(v_BKHS, kv_axes)
     mask_BTS = decode_mask(segment_ids_BT, kv_segment_ids_BS, cache_index)
     # cuDNN's flash kernel wants long blocks; a 1-token decode step uses XLA's lowering.
     impl = "jax" if c.attention_impl == "cudnn" else c.attention_impl
-    o_BTNH = attention(q_BTNH, k_BSKH.astype(q_BTNH.dtype), v_BSKH.astype(q_BTNH.dtype),
+    o_BTNH = attention(q_BTNH, jnp.transpose(k_BKSH, (0, 2, 1, 3)).astype(q_BTNH.dtype),
+                       jnp.transpose(v_BKHS, (0, 3, 1, 2)).astype(q_BTNH.dtype),
                        scale=c.attn_scale, mask_BTS=mask_BTS, impl=impl)
     o_BTNH = nn.with_logical_constraint(o_BTNH, ("act_batch", "act_length", "act_heads", None))
-    return jnp.einsum("btnh,nhd->btd", o_BTNH, wo_NHD), (k_BSKH, v_BSKH)
+    return jnp.einsum("btnh,nhd->btd", o_BTNH, wo_NHD), (k_BKSH, v_BKHS)

@@ -4,9 +4,14 @@ Layers run under `nn.scan` (one compiled block, so compile time does not grow
 with depth) wrapped in `nn.remat` with a configurable checkpoint policy.
 Parameters of the stack carry a leading `layers` axis.
 
-Decoding passes a KV cache (granite_jax.model.cache): the scan then also
-carries each layer's cache slice in and out (in/out axis 0, no remat: the
-cache path is inference only), and the call returns `(logits, new_cache)`.
+Decoding passes a KV cache (granite_jax.model.cache) and returns
+`(logits, new_cache)`. That path is inference only (no remat) and runs the
+layers as a Python loop, each layer reading its own parameters and cache
+arrays, so a decode step inside a `lax.while_loop` updates the cache in place
+instead of re-stacking it. The parameters may be the stacked ones (each call
+then slices them) or `decode_params(cfg, params)`: split per layer and cast to
+the compute dtype once, outside the decode loop. `last_only=True` computes the
+logits (or hidden states) of the last position only: what a prefill needs.
 """
 from __future__ import annotations
 
@@ -58,7 +63,7 @@ class Granite(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BT, segment_ids=None, positions=None, return_hidden=False,
-               cache=None, cache_index=None):
+               cache=None, cache_index=None, last_only=False):
     c = self.cfg
     if c.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"model.remat_policy={c.remat_policy!r} is not one of {sorted(REMAT_POLICIES)}")
@@ -70,7 +75,7 @@ class Granite(nn.Module):
 
     if cache is not None:
       x_BTD, new_cache = self._cached_stack(x_BTD, segment_ids, positions, cache, cache_index)
-      out = self._head(embed, x_BTD, return_hidden)
+      out = self._head(embed, x_BTD, return_hidden, last_only)
       return out, new_cache
 
     block = Block
@@ -80,7 +85,7 @@ class Granite(nn.Module):
                     in_axes=(nn.broadcast, nn.broadcast), length=c.n_layers,
                     metadata_params={nn.PARTITION_NAME: "layers"})
     x_BTD, _ = stack(c, name="layers")(x_BTD, segment_ids, positions)
-    return self._head(embed, x_BTD, return_hidden)
+    return self._head(embed, x_BTD, return_hidden, last_only)
 
   def _cached_stack(self, x_BTD, segment_ids, positions, cache, cache_index):
     c = self.cfg
@@ -90,16 +95,27 @@ class Granite(nn.Module):
       segment_ids = jnp.ones(x_BTD.shape[:2], jnp.int32)
     kv_segment_ids_BS = jax.lax.dynamic_update_slice(
         cache["segment_ids"], segment_ids.astype(jnp.int32), (0, cache_index))
-    stack = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True},
-                    in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast, nn.broadcast),
-                    out_axes=0, length=c.n_layers,
-                    metadata_params={nn.PARTITION_NAME: "layers"})
-    x_BTD, (k, v) = stack(c, name="layers")(x_BTD, segment_ids, positions, (cache["k"], cache["v"]),
-                                            kv_segment_ids_BS, cache_index)
-    return x_BTD, dict(k=k, v=v, segment_ids=kv_segment_ids_BS)
+    if "params" not in self.variables or "layers" not in self.variables["params"]:
+      raise ValueError("Granite: the cache path needs initialized parameters (init without a cache)")
+    layers = self.variables["params"]["layers"]
+    if not isinstance(layers, (tuple, list)):  # stacked: slice (a copy per call on CPU)
+      layers = split_layers(layers, c.n_layers)
+    if len(layers) != c.n_layers or len(cache["k"]) != c.n_layers:
+      raise ValueError(f"Granite: {len(layers)} layer parameter trees and {len(cache['k'])} "
+                       f"cache layers for n_layers={c.n_layers}")
+    block = Block(c, parent=None)
+    new_k, new_v = [], []
+    for p, k, v in zip(layers, cache["k"], cache["v"]):
+      x_BTD, (k, v) = block.apply({"params": p}, x_BTD, segment_ids, positions, (k, v),
+                                  kv_segment_ids_BS, cache_index)
+      new_k.append(k)
+      new_v.append(v)
+    return x_BTD, dict(k=tuple(new_k), v=tuple(new_v), segment_ids=kv_segment_ids_BS)
 
-  def _head(self, embed, x_BTD, return_hidden):
+  def _head(self, embed, x_BTD, return_hidden, last_only=False):
     c = self.cfg
+    if last_only:
+      x_BTD = x_BTD[:, -1:]
     x_BTD = RMSNorm(c.rms_eps, c.dtype, c.param_dtype, name="final_norm")(x_BTD)
     if return_hidden:
       return x_BTD
@@ -112,3 +128,20 @@ class Granite(nn.Module):
                               preferred_element_type=jnp.float32)
     logits_BTV = logits_BTV / c.logits_scaling
     return nn.with_logical_constraint(logits_BTV, ("act_batch", "act_length", "act_vocab"))
+
+
+def split_layers(stacked, n_layers: int) -> tuple:
+  """The stacked `layers` parameter tree (leading layer axis) -> one tree per layer."""
+  return tuple(jax.tree.map(lambda a: a[i], stacked) for i in range(n_layers))
+
+
+def decode_params(cfg: ModelConfig, params):
+  """Parameters for repeated KV-cache calls (a decode loop): `layers` split per layer and
+  every array cast to the compute dtype, once. The model casts each weight to that dtype
+  before use, so the outputs are the same; the loop then neither slices the stacked
+  layers nor casts weights at every step. Costs one copy of the weights (in model dtype).
+  """
+  cast = lambda a: a.astype(cfg.dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+  out = {k: jax.tree.map(cast, v) for k, v in params.items() if k != "layers"}
+  out["layers"] = split_layers(jax.tree.map(cast, params["layers"]), cfg.n_layers)
+  return out

@@ -3,14 +3,18 @@
 Prompts are left-padded to a common length P, so every row decodes into the
 same cache slot each step; per-row positions start at 0 on the first real
 prompt token and padding slots get segment 0, which no real token attends to.
-One jitted program does the prefill and a `lax.while_loop` of 1-token decode
-steps that stops when every row has emitted a stop token or `max_new_tokens`.
+One jitted program does the prefill (logits of the last position only) and a
+`lax.while_loop` of 1-token decode steps that stops when every row has emitted
+a stop token or `max_new_tokens`; the cache (one array per layer) is updated in
+place, and the layer weights are split per layer and cast to the compute dtype
+once before the loop (`split_layers`, see granite_jax.model.decoder.decode_params).
 
 Sampling: greedy when temperature <= 0, else temperature, then top-k, then
-top-p (nucleus). The returned log-probs are those of the temperature-scaled
-model distribution (log_softmax(logits / T); raw logits when greedy), before
-the top-k/top-p truncation: the quantity the trainer recomputes, so the
-importance ratio is 1 on-policy. A stop token is part of the output and of
+top-p (nucleus); only the branch in use runs (no sort when greedy or when
+top_k <= 0 and top_p >= 1). The returned log-probs are those of the
+temperature-scaled model distribution (log_softmax(logits / T); raw logits
+when greedy), before the top-k/top-p truncation: the quantity the trainer
+recomputes, so the importance ratio is 1 on-policy. A stop token is part of the output and of
 `lengths`; positions after a row stops hold `pad_id` and log-prob 0.
 """
 from __future__ import annotations
@@ -27,6 +31,7 @@ from jax.sharding import PartitionSpec as P
 
 from granite_jax.model import Granite, ModelConfig
 from granite_jax.model.cache import init_cache
+from granite_jax.model.decoder import decode_params
 from granite_jax.sharding.rules import rules_for
 
 PROMPT_BUCKET = 8  # prompt lengths round up to a multiple of this: fewer recompiles
@@ -47,24 +52,50 @@ def filter_logits(logits_BV: jax.Array, top_k, top_p) -> jax.Array:
   return jnp.where(logits_BV >= threshold_B, logits_BV, -jnp.inf)
 
 
+def argmax(x_BV: jax.Array) -> jax.Array:
+  """`jnp.argmax(x, -1)` (first maximum; first NaN if any) as two plain reductions, which
+  XLA vectorizes: its (value, index) pair reduction is several times slower on CPU."""
+  V = x_BV.shape[-1]
+  hit_BV = (x_BV == jnp.max(x_BV, axis=-1, keepdims=True)) | jnp.isnan(x_BV)
+  return jnp.min(jnp.where(hit_BV, jnp.arange(V, dtype=jnp.int32), V), axis=-1)
+
+
 def pick_tokens(logits_BV, key, temperature, top_p, top_k):
-  """(token_B, logprob_B) from float32 logits; see the module docstring for the log-prob."""
-  greedy = temperature <= 0
-  scaled_BV = logits_BV / jnp.where(greedy, 1.0, temperature)
-  logp_BV = jax.nn.log_softmax(scaled_BV, axis=-1)
-  sampled_B = jax.random.categorical(key, filter_logits(scaled_BV, top_k, top_p), axis=-1)
-  tok_B = jnp.where(greedy, jnp.argmax(logits_BV, axis=-1), sampled_B).astype(jnp.int32)
-  return tok_B, jnp.take_along_axis(logp_BV, tok_B[:, None], axis=-1)[:, 0]
+  """(token_B, logprob_B) from float32 logits; see the module docstring for the log-prob.
+
+  Only the branch in use runs (`lax.cond` on the scalar settings): greedy needs
+  no sort or draw, and plain temperature sampling (top_k <= 0, top_p >= 1) no
+  top-k/top-p sort.
+  """
+  def logprob(scaled_BV, tok_B):
+    return jnp.take_along_axis(jax.nn.log_softmax(scaled_BV, axis=-1), tok_B[:, None], axis=-1)[:, 0]
+
+  def greedy(logits_BV):
+    tok_B = argmax(logits_BV)
+    return tok_B, logprob(logits_BV, tok_B)
+
+  def sampled(logits_BV):
+    scaled_BV = logits_BV / temperature
+    filtered_BV = jax.lax.cond((top_k <= 0) & (top_p >= 1.0), lambda x: x,
+                               lambda x: filter_logits(x, top_k, top_p), scaled_BV)
+    tok_B = jax.random.categorical(key, filtered_BV, axis=-1).astype(jnp.int32)
+    return tok_B, logprob(scaled_BV, tok_B)
+
+  return jax.lax.cond(temperature <= 0, greedy, sampled, logits_BV)
 
 
 def sample(params, prompts_BP, lengths_B, rng, temperature, top_p, top_k, *,
            cfg: ModelConfig, max_new_tokens: int, stop_ids: tuple[int, ...] = (),
-           samples_per_prompt: int = 1, pad_id: int = 0):
+           samples_per_prompt: int = 1, pad_id: int = 0, split_layers: bool = True):
   """Left-padded prompts [B, P] with lengths [B] -> dict(tokens, logprobs [B*G, N], lengths [B*G]).
 
-  Rows are prompt-major: row b*G + g is sample g of prompt b.
+  Rows are prompt-major: row b*G + g is sample g of prompt b. `split_layers`:
+  copy the layer weights once (per layer, compute dtype) so decode steps neither
+  slice the stacked weights nor cast them; False saves that copy's memory.
   """
   model = Granite(cfg)
+  if split_layers:
+    params = decode_params(cfg, params)
   G, N = samples_per_prompt, max_new_tokens
   prompts_BP = jnp.repeat(prompts_BP.astype(jnp.int32), G, axis=0)
   lengths_B = jnp.repeat(lengths_B.astype(jnp.int32), G, axis=0)
@@ -73,44 +104,52 @@ def sample(params, prompts_BP, lengths_B, rng, temperature, top_p, top_k, *,
   slot_P = jnp.arange(Pl, dtype=jnp.int32)
   seg_BP = (slot_P[None] >= pad_B[:, None]).astype(jnp.int32)
   pos_BP = jnp.maximum(slot_P[None] - pad_B[:, None], 0)
-  cache = init_cache(cfg, B, Pl + N)
-  logits_BPV, cache = model.apply({"params": params}, prompts_BP * seg_BP, segment_ids=seg_BP,
-                                  positions=pos_BP, cache=cache, cache_index=0)
+  # Token i is picked from the logits after token i - 1 (the prompt's last for i = 0);
+  # the last token is never fed back, so the cache needs Pl + N - 1 slots.
+  cache = init_cache(cfg, B, Pl + N - 1)
+  logits_B1V, cache = model.apply({"params": params}, prompts_BP * seg_BP, segment_ids=seg_BP,
+                                  positions=pos_BP, cache=cache, cache_index=0, last_only=True)
   stop_S = jnp.asarray(stop_ids if stop_ids else (-1,), jnp.int32)
   ones_B1 = jnp.ones((B, 1), jnp.int32)
+
+  def pick(s, logits_BV):
+    """Picks token s["i"] from `logits_BV` for the rows still live and records it."""
+    i = s["i"]
+    tok_B, lp_B = pick_tokens(logits_BV, jax.random.fold_in(rng, i), temperature, top_p, top_k)
+    live_B = ~s["done"]
+    tok_B = jnp.where(live_B, tok_B, pad_id)
+    lp_B = jnp.where(live_B, lp_B, 0.0)
+    return dict(s, i=i + 1, tok=tok_B, done=s["done"] | (live_B & jnp.isin(tok_B, stop_S)),
+                tokens=jax.lax.dynamic_update_slice(s["tokens"], tok_B[:, None], (0, i)),
+                logprobs=jax.lax.dynamic_update_slice(s["logprobs"], lp_B[:, None], (0, i)),
+                lengths=s["lengths"] + live_B.astype(jnp.int32))
 
   def cond(s):
     return (s["i"] < N) & ~jnp.all(s["done"])
 
   def body(s):
-    i = s["i"]
-    tok_B, lp_B = pick_tokens(s["logits"], jax.random.fold_in(rng, i), temperature, top_p, top_k)
-    live_B = ~s["done"]
-    tok_B = jnp.where(live_B, tok_B, pad_id)
-    lp_B = jnp.where(live_B, lp_B, 0.0)
-    logits_B1V, cache = model.apply({"params": params}, tok_B[:, None], segment_ids=ones_B1,
-                                    positions=(lengths_B + i)[:, None], cache=s["cache"],
-                                    cache_index=Pl + i)
-    return dict(i=i + 1, logits=logits_B1V[:, 0], cache=cache,
-                done=s["done"] | (live_B & jnp.isin(tok_B, stop_S)),
-                tokens=jax.lax.dynamic_update_slice(s["tokens"], tok_B[:, None], (0, i)),
-                logprobs=jax.lax.dynamic_update_slice(s["logprobs"], lp_B[:, None], (0, i)),
-                lengths=s["lengths"] + live_B.astype(jnp.int32))
+    i = s["i"]  # feed token i - 1 (slot Pl + i - 1), pick token i
+    logits_B1V, cache = model.apply({"params": params}, s["tok"][:, None], segment_ids=ones_B1,
+                                    positions=(lengths_B + i - 1)[:, None], cache=s["cache"],
+                                    cache_index=Pl + i - 1)
+    return pick(dict(s, cache=cache), logits_B1V[:, 0])
 
-  init = dict(i=jnp.zeros((), jnp.int32), logits=logits_BPV[:, -1], cache=cache,
+  init = dict(i=jnp.zeros((), jnp.int32), tok=jnp.zeros((B,), jnp.int32), cache=cache,
               done=jnp.zeros((B,), bool), tokens=jnp.full((B, N), pad_id, jnp.int32),
               logprobs=jnp.zeros((B, N), jnp.float32), lengths=jnp.zeros((B,), jnp.int32))
-  out = jax.lax.while_loop(cond, body, init)
+  out = jax.lax.while_loop(cond, body, pick(init, logits_B1V[:, 0]))
   return dict(tokens=out["tokens"], logprobs=out["logprobs"], lengths=out["lengths"])
 
 
 def make_sampler(cfg: ModelConfig, *, max_new_tokens: int, stop_ids: Sequence[int] = (),
                  samples_per_prompt: int = 1, pad_id: int = 0, mesh: Mesh | None = None,
-                 param_shardings=None) -> Callable:
+                 param_shardings=None, split_layers: bool = True) -> Callable:
   """Jitted `(params, prompts_BP, lengths_B, rng, temperature, top_p, top_k) -> dict`.
 
   With a mesh, parameters keep their training shardings and the batch is split
   along the training batch axes (the prompt batch must divide by them).
+  `split_layers`: see `sample`. Nothing is donated: the caller keeps the
+  parameters, and the cache lives inside the program.
   """
   if max_new_tokens < 1:
     raise ValueError(f"max_new_tokens={max_new_tokens} must be positive")
@@ -118,7 +157,8 @@ def make_sampler(cfg: ModelConfig, *, max_new_tokens: int, stop_ids: Sequence[in
     raise ValueError(f"samples_per_prompt={samples_per_prompt} must be positive")
   fn = functools.partial(sample, cfg=cfg, max_new_tokens=max_new_tokens,
                          stop_ids=tuple(int(s) for s in stop_ids),
-                         samples_per_prompt=samples_per_prompt, pad_id=pad_id)
+                         samples_per_prompt=samples_per_prompt, pad_id=pad_id,
+                         split_layers=split_layers)
   if mesh is None:
     return jax.jit(fn)
   rules = rules_for(mesh)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from granite_jax.model import Granite, preset
-from granite_jax.rl.sampler import filter_logits, generate, left_pad, make_sampler
+from granite_jax.rl.sampler import (argmax, filter_logits, generate, left_pad, make_sampler,
+                                    pick_tokens)
 from granite_jax.sharding.mesh import make_mesh
 from granite_jax.train.state import init_params, param_shardings
 
@@ -112,6 +113,63 @@ def test_sampling_stays_in_top_k_and_reports_logprobs(params, full_logprobs):
       np.testing.assert_allclose(out["logprobs"][b, t], want, atol=1e-4)
     distinct.add(tuple(toks[b]))
   assert len(distinct) > 3  # samples of one prompt differ
+
+
+def test_plain_temperature_sampling_reports_logprobs(params, full_logprobs):
+  # top_k = 0 and top_p = 1 skip the filter: the draw is from the whole softmax(logits / T).
+  T = 1.3
+  out = generate(params, CFG, PROMPTS, N_NEW, temperature=T, samples_per_prompt=4,
+                 rng=jax.random.PRNGKey(2))
+  prompts = [p for p in PROMPTS for _ in range(4)]
+  toks, lens = np.asarray(out["tokens"]), np.asarray(out["lengths"])
+  ref = full_logprobs(params, [list(p) + list(toks[b, :lens[b]]) for b, p in enumerate(prompts)])
+  for b, p in enumerate(prompts):
+    for t in range(lens[b]):
+      row_V = ref[b, len(p) + t - 1]
+      want = row_V[toks[b, t]] / T - np.logaddexp.reduce(row_V / T)
+      np.testing.assert_allclose(out["logprobs"][b, t], want, atol=1e-4)
+  assert len({tuple(r) for r in toks}) > 3
+
+
+def test_split_layers_off_gives_same_samples(params, greedy):
+  fn = make_sampler(CFG, max_new_tokens=N_NEW, split_layers=False)
+  padded, lens = left_pad(PROMPTS)
+  out = fn(params, padded, lens, jax.random.PRNGKey(0), jnp.float32(0), jnp.float32(1), jnp.int32(0))
+  np.testing.assert_array_equal(np.asarray(out["tokens"]), np.asarray(greedy["tokens"]))
+  np.testing.assert_allclose(np.asarray(out["logprobs"]), np.asarray(greedy["logprobs"]), atol=1e-5)
+
+
+def _ref_pick(logits_BV, key, temperature, top_p, top_k):
+  """pick_tokens without branches: every path computed, then selected (the former code)."""
+  greedy = temperature <= 0
+  scaled_BV = logits_BV / jnp.where(greedy, 1.0, temperature)
+  logp_BV = jax.nn.log_softmax(scaled_BV, axis=-1)
+  sampled_B = jax.random.categorical(key, filter_logits(scaled_BV, top_k, top_p), axis=-1)
+  tok_B = jnp.where(greedy, jnp.argmax(logits_BV, axis=-1), sampled_B).astype(jnp.int32)
+  return tok_B, jnp.take_along_axis(logp_BV, tok_B[:, None], axis=-1)[:, 0]
+
+
+@pytest.mark.parametrize("temperature,top_p,top_k",
+                         [(0.0, 1.0, 0), (0.0, 0.5, 3), (0.7, 1.0, 0), (1.0, 1.0, 5), (0.8, 0.9, 0),
+                          (0.5, 0.3, 4)])
+def test_pick_tokens_branches_match_unbranched(temperature, top_p, top_k):
+  logits = jax.random.normal(jax.random.PRNGKey(0), (8, 50)) * 3
+  args = (jnp.float32(temperature), jnp.float32(top_p), jnp.int32(top_k))
+  for seed in range(3):
+    key = jax.random.PRNGKey(seed)
+    got, want = jax.jit(pick_tokens)(logits, key, *args), jax.jit(_ref_pick)(logits, key, *args)
+    np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+    np.testing.assert_allclose(np.asarray(got[1]), np.asarray(want[1]), atol=1e-6)
+
+
+def test_argmax_matches_jnp_argmax():
+  x = np.random.default_rng(0).integers(-3, 3, (6, 40)).astype(np.float32)  # many ties
+  x[1, :] = -np.inf
+  x[2, 7] = x[2, 30] = np.nan
+  x[3, 5] = np.inf
+  x[4, :] = 1.0
+  np.testing.assert_array_equal(np.asarray(jax.jit(argmax)(jnp.asarray(x))),
+                                np.asarray(jnp.argmax(jnp.asarray(x), axis=-1)))
 
 
 def _np_filter(logits, top_k, top_p):
