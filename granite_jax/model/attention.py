@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from granite_jax.model.cache import decode_mask
 from granite_jax.model.config import ModelConfig
-from granite_jax.model.layers import apply_rope, rope_cos_sin
+from granite_jax.model.layers import apply_rope, dense, rope_cos_sin
 from granite_jax.ops.attention import BLOCKED_IMPLS, attention
 
 
@@ -35,9 +35,9 @@ class Attention(nn.Module):
     # Output projection init scaled down with depth (GPT-2 style) for stable deep stacks.
     wo_NHD = self._kernel("o", (N, H, D), ("heads", "head_dim", "embed"),
                           c.init_std / (2 * c.n_layers) ** 0.5)
-    q_BTNH = jnp.einsum("btd,dnh->btnh", x_BTD, wq_DNH)
-    k_BTKH = jnp.einsum("btd,dkh->btkh", x_BTD, wk_DKH)
-    v_BTKH = jnp.einsum("btd,dkh->btkh", x_BTD, wv_DKH)
+    q_BTNH = dense(x_BTD, wq_DNH)
+    k_BTKH = dense(x_BTD, wk_DKH)
+    v_BTKH = dense(x_BTD, wv_DKH)
     q_BTNH = nn.with_logical_constraint(q_BTNH, ("act_batch", "act_length", "act_heads", None))
     k_BTKH = nn.with_logical_constraint(k_BTKH, ("act_batch", "act_length", "act_kv_heads", None))
     v_BTKH = nn.with_logical_constraint(v_BTKH, ("act_batch", "act_length", "act_kv_heads", None))
@@ -55,7 +55,7 @@ class Attention(nn.Module):
                        segment_ids_BT=segment_ids_BT, impl=c.attention_impl,
                        positions_BT=positions_BT if blocked else None, block=c.attention_block)
     o_BTNH = nn.with_logical_constraint(o_BTNH, ("act_batch", "act_length", "act_heads", None))
-    return jnp.einsum("btnh,nhd->btd", o_BTNH, wo_NHD)
+    return dense(o_BTNH, wo_NHD, n_in=2)
 
   def _decode(self, q_BTNH, k_BTKH, v_BTKH, wo_NHD, segment_ids_BT, cache_kv,
               kv_segment_ids_BS, cache_index):
