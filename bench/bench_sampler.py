@@ -24,9 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import tempfile
-import time
-from collections.abc import Callable
-from typing import Any
 
 import jax
 import numpy as np
@@ -37,19 +34,6 @@ from granite_jax.rl import sampler
 from granite_jax.train.state import init_params
 
 PRESET = "tiny"
-
-
-def run_times(fn: Callable[[], Any], warmup: int, repeats: int) -> tuple[Any, list[float]]:
-  """(the first call's output, wall seconds of `repeats` calls after `warmup` calls)."""
-  out = jax.block_until_ready(fn())
-  for _ in range(warmup - 1):
-    jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t)
-  return out, times
 
 
 def torch_generate(cfg, params, prompts: np.ndarray, new_tokens: int, warmup: int, repeats: int,
@@ -77,7 +61,7 @@ def torch_generate(cfg, params, prompts: np.ndarray, new_tokens: int, warmup: in
                            top_k=None)
     return out[:, P:].numpy()  # torch on CPU is synchronous
 
-  return run_times(fn, warmup, repeats)
+  return common.run_times(fn, warmup, repeats)
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
@@ -106,7 +90,7 @@ def main(argv=None):
   prompts = common.token_batches(cfg.vocab_size, B, Pl, 1)[0]
   params = init_params(cfg, jax.random.PRNGKey(0))
 
-  jax_out, jax_times = run_times(lambda: sampler.generate(params, cfg, prompts, N), warmup, a.repeats)
+  jax_out, jax_times = common.run_times(lambda: sampler.generate(params, cfg, prompts, N), warmup, a.repeats)
   jax_tokens = np.asarray(jax_out["tokens"])
   assert (np.asarray(jax_out["lengths"]) == N).all(), "no stop token: every row generates N tokens"
   rows = [dict(impl="granite_jax sampler", **_row(B, N, jax_times))]

@@ -62,16 +62,22 @@ def as_lm_batch(tokens: np.ndarray) -> dict[str, np.ndarray]:
               positions=np.broadcast_to(np.arange(T, dtype=np.int32), (B, T)).copy())
 
 
-def best_time(fn: Callable[[], Any], *, warmup: int = 1, iters: int = 5) -> float:
-  """Fastest of `iters` calls (seconds): the least disturbed by other load on the machine."""
-  for _ in range(warmup):
+def run_times(fn: Callable[[], Any], warmup: int, repeats: int) -> tuple[Any, list[float]]:
+  """(the first call's output, wall seconds of `repeats` calls after `warmup` >= 1 calls)."""
+  out = jax.block_until_ready(fn())
+  for _ in range(warmup - 1):
     jax.block_until_ready(fn())
   times = []
-  for _ in range(iters):
+  for _ in range(repeats):
     t = time.perf_counter()
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - t)
-  return min(times)
+  return out, times
+
+
+def best_time(fn: Callable[[], Any], *, warmup: int = 1, iters: int = 5) -> float:
+  """Fastest of `iters` calls (seconds): the least disturbed by other load on the machine."""
+  return min(run_times(fn, max(1, warmup), iters)[1])
 
 
 def peak_flops(dtype: str = "float32", n: int | None = None, iters: int = 5) -> float:
