@@ -32,6 +32,7 @@ def step_memory(cfg, mesh_shape, axes, batch: int, seq_len: int) -> dict:
   import jax.numpy as jnp
   import optax
 
+  from granite_jax.sharding.jit import mesh_context
   from granite_jax.sharding.mesh import make_mesh
   from granite_jax.train import state as state_lib
   from granite_jax.train import step as step_lib
@@ -44,7 +45,7 @@ def step_memory(cfg, mesh_shape, axes, batch: int, seq_len: int) -> dict:
   b_shard = step_lib.batch_sharding(mesh)
   batch = {k: jax.ShapeDtypeStruct((batch, seq_len), jnp.int32, sharding=b_shard)
            for k in ("tokens", "segment_ids", "positions")}
-  with step_lib._mesh_context(mesh):
+  with mesh_context(mesh):
     m = fn.jitted.lower(state, batch).compile().memory_analysis()
   arg, out, tmp = m.argument_size_in_bytes, m.output_size_in_bytes, m.temp_size_in_bytes
   alias = m.alias_size_in_bytes  # donated state: outputs reuse the argument buffers

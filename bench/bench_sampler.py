@@ -8,7 +8,7 @@ seed 0) is exported with `granite_jax.ckpt.hf.save_pretrained` and loaded as
 transformers' GraniteForCausalLM (torch, eval, inference mode). The prompts are
 equal-length random tokens (seed 0); decoding is greedy with no stop token, so
 every row generates exactly `--new-tokens` tokens in both. Our side is
-`granite_jax.rl.sampler.generate` (one jitted program: prefill + a
+`granite_jax.infer.sampler.generate` (one jitted program: prefill + a
 `lax.while_loop` of 1-token steps over a preallocated cache). tokens/s =
 batch x new tokens / the fastest timed run, after warmup runs (the first
 compiles); the same rule for both. The note gives how often the two agree.
@@ -29,9 +29,9 @@ import jax
 import numpy as np
 
 from bench import common
+from granite_jax.infer import sampler
 from granite_jax.model import preset
-from granite_jax.rl import sampler
-from granite_jax.train.state import init_params
+from granite_jax.model.params import init_params
 
 PRESET = "tiny"
 

@@ -15,10 +15,10 @@ def demo_cache_dir(tmp_path_factory):
   """The demo corpus and tokenizer, generated once per test session."""
   from ml_collections import ConfigDict
 
-  from granite_jax.data import pipeline
+  from granite_jax.data.tokenizer import get_tokenizer
 
   cache = str(tmp_path_factory.mktemp("demo_cache"))
   cfg = ConfigDict(dict(mixture={"cc": 1.0}, sources={}, tokenizer="", cache_dir=cache,
                         on_bad_record="raise"))
-  pipeline.get_tokenizer(cfg)  # builds the corpus and trains the tokenizer
+  get_tokenizer(cfg)  # builds the corpus and trains the tokenizer
   return cache

@@ -18,23 +18,12 @@ import grain
 import numpy as np
 import tokenizers
 
-from granite_jax.data import config, demo_corpus
+from granite_jax.data import config, sources
 from granite_jax.data.config import mixture_weights, resolve_sources  # noqa: F401 - public API
 from granite_jax.data.sources import text_dataset
-from granite_jax.data.tokenizer import EOS, PAD, load_tokenizer, train_demo_tokenizer
+from granite_jax.data.tokenizer import EOS, PAD, get_tokenizer
 
-DEMO_VOCAB_SIZE = 4096
 _PREFETCH_BATCHES = 2  # one background thread; the host has few cores
-
-
-def get_tokenizer(data_cfg: Any) -> tokenizers.Tokenizer:
-  """`data.tokenizer`, or the demo BPE trained on the demo corpus when it is ""."""
-  path = config.field(data_cfg, "tokenizer") or ""
-  if path:
-    return load_tokenizer(path)
-  cache = config.cache_dir(data_cfg)
-  files = demo_corpus.ensure_demo_corpus(cache, "train")
-  return load_tokenizer(train_demo_tokenizer(cache, files, DEMO_VOCAB_SIZE))
 
 
 class Tokenize(grain.transforms.Map):
@@ -108,6 +97,8 @@ def make_iterator(data_cfg: Any, *, seq_len: int, batch_size: int, seed: int, sp
   when the first domain runs out (grain's mix semantics).
   """
   _check_args(seq_len, batch_size, split, process_index, process_count, num_epochs)
+  if split == "train":
+    sources.reset_skipped_records()  # a new run (or its resume) counts its own skipped records
   tok = get_tokenizer(data_cfg)
   docs = document_dataset(data_cfg, tok, seq_len=seq_len, seed=seed, split=split,
                           process_index=process_index, process_count=process_count, num_epochs=num_epochs)

@@ -18,12 +18,23 @@ from granite_jax.data.file_readers import READERS, BadRecord
 
 ON_BAD_RECORD = ("skip", "raise")
 
-# Records skipped under on_bad_record="skip", per file, for the training metrics.
-SKIPPED: "collections.Counter[str]" = collections.Counter()
+# Records skipped under on_bad_record="skip", per file, for the training metrics. Module state
+# because the sources run inside grain pipelines the training loop only sees as iterators;
+# it belongs to one run: building a run's training iterator resets it (reset_skipped_records).
+_SKIPPED: "collections.Counter[str]" = collections.Counter()
+
+
+def count_skipped(path: str) -> None:
+  _SKIPPED[path] += 1
 
 
 def skipped_records() -> int:
-  return sum(SKIPPED.values())
+  """Records skipped since the current run's training iterator was built."""
+  return sum(_SKIPPED.values())
+
+
+def reset_skipped_records() -> None:
+  _SKIPPED.clear()
 
 
 def _supported(path: str) -> bool:
@@ -83,7 +94,7 @@ class TextSource:
       msg = f"{reader.path}: bad record {local}: {e}"
       if self.on_bad_record == "raise":
         raise ValueError(msg + " (set data.on_bad_record='skip' to drop such records)") from None
-      SKIPPED[reader.path] += 1
+      count_skipped(reader.path)
       if reader.path not in self._warned:  # one warning per file, not per record
         self._warned.add(reader.path)
         logging.warning("skipping %s (further bad records in this file are skipped silently)", msg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -21,6 +22,7 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     "<tool_call>", "</tool_call>", "<tools>", "</tools>", "<tool_response>", "</tool_response>",
     "<documents>", "</documents>", "<think>", "</think>",
 )
+DEMO_VOCAB_SIZE = 4096
 _VERSION = "bpe_v1"
 # Cap on training text: a few MB is plenty for a 4k vocab and keeps training ~seconds.
 _MAX_TRAIN_CHARS = 8_000_000
@@ -78,6 +80,17 @@ def load_tokenizer(path: str) -> tokenizers.Tokenizer:
     return tokenizers.Tokenizer.from_file(path)
   except Exception as e:  # noqa: BLE001 - re-raise with the file name
     raise ValueError(f"cannot load tokenizer file {path!r}: {e}") from e
+
+
+def get_tokenizer(data_cfg: Any) -> tokenizers.Tokenizer:
+  """`data.tokenizer`, or the demo BPE trained on the demo corpus when it is ""."""
+  from granite_jax.data import config, demo_corpus  # lazy: config imports grain (via sources)
+  path = config.field(data_cfg, "tokenizer") or ""
+  if path:
+    return load_tokenizer(path)
+  cache = config.cache_dir(data_cfg)
+  files = demo_corpus.ensure_demo_corpus(cache, "train")
+  return load_tokenizer(train_demo_tokenizer(cache, files, DEMO_VOCAB_SIZE))
 
 
 def special_token_id(tok: tokenizers.Tokenizer, name: str) -> int:

@@ -13,14 +13,15 @@ import json
 import jax
 from ml_collections import ConfigDict
 
-from granite_jax.ckpt.hf_cli import ckpt_dir_of, model_config_for
 from granite_jax.ckpt.manager import abstract_like, restore_params
+from granite_jax.ckpt.run_dir import ckpt_dir_of, model_config_for
 from granite_jax.data import config as data_config
 from granite_jax.data import demo_corpus
-from granite_jax.data.pipeline import get_tokenizer
 from granite_jax.data.sources import text_dataset
+from granite_jax.data.tokenizer import get_tokenizer
 from granite_jax.eval import niah, perplexity
 from granite_jax.model.config import ModelConfig
+from granite_jax.model.params import init_params
 from granite_jax.sharding.mesh import make_mesh
 from granite_jax.train import state as state_lib
 
@@ -30,7 +31,7 @@ def load(path: str, **overrides):
   cfg = model_config_for(ckpt)
   cfg = ModelConfig.from_dict({**cfg.to_dict(), **overrides})
   mesh = make_mesh((1, 1, 1), devices=jax.devices()[:1])
-  abstract = jax.eval_shape(lambda: state_lib.init_params(cfg, jax.random.PRNGKey(0)))
+  abstract = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
   return cfg, restore_params(ckpt, abstract_like(abstract, state_lib.param_shardings(cfg, mesh)))
 
 

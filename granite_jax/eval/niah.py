@@ -98,7 +98,7 @@ def score(answer: str, expected: Sequence[str]) -> float:
 
 
 def run_suite(params, cfg, tok, tasks: list[Task], max_new_tokens: int = 24, batch: int = 8) -> dict:
-  from granite_jax.rl.sampler import generate
+  from granite_jax.infer.sampler import generate
 
   per_kind: dict[str, list[float]] = {}
   for i in range(0, len(tasks), batch):

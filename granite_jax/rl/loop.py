@@ -18,11 +18,11 @@ from ml_collections import ConfigDict
 
 from granite_jax.ckpt.manager import Checkpointer, abstract_like, restore_params
 from granite_jax.data.chat_template import EOT
-from granite_jax.data.pipeline import get_tokenizer
+from granite_jax.data.tokenizer import get_tokenizer
+from granite_jax.infer.sampler import make_sampler
 from granite_jax.rl import rollout as rollout_lib
 from granite_jax.rl import step as rl_step
 from granite_jax.rl.rewards import Reward, make_rewards
-from granite_jax.rl.sampler import make_sampler
 from granite_jax.rl.tasks import load_tasks, tool_call_reward
 from granite_jax.train import loop as train_loop
 from granite_jax.train import state as state_lib

@@ -20,10 +20,10 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from granite_jax.ckpt.manager import Checkpointer, abstract_like, restore_params
+from granite_jax.data import demo_chat as demo_data
 from granite_jax.data.chat_template import EOT, _tool_call, encode_chat
-from granite_jax.data.pipeline import get_tokenizer
+from granite_jax.data.tokenizer import get_tokenizer
 from granite_jax.rl.reward_model import bt_loss, init_head, init_rm_params, pad_rows, rm_scores
-from granite_jax.sft import demo_data
 from granite_jax.sharding.rules import rules_for
 from granite_jax.train import loop as train_loop
 from granite_jax.train.metrics import MetricsWriter

@@ -23,7 +23,7 @@ import numpy as np
 from granite_jax.data.chat_template import EOT
 from granite_jax.rl.grpo import group_advantages
 from granite_jax.rl.rewards import score
-from granite_jax.rl.sampler import left_pad
+from granite_jax.infer.sampler import left_pad
 
 
 def overlong_penalty(lengths_N, max_len: int, buffer: int, penalty: float = 1.0) -> np.ndarray:

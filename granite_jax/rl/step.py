@@ -22,9 +22,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from granite_jax.model import Granite, ModelConfig
 from granite_jax.rl.loss import policy_loss, token_logprobs
+from granite_jax.sharding.jit import with_mesh
 from granite_jax.sharding.rules import rules_for
 from granite_jax.train.state import TrainState
-from granite_jax.train.step import _with_mesh, batch_sharding
+from granite_jax.train.step import batch_sharding
 
 ROW_FIELDS = ("tokens", "segment_ids", "positions", "mask", "old_logp", "ref_logp")
 # Metrics of `policy_loss` that are token means: combined over micro-batches weighted by tokens.
@@ -102,7 +103,7 @@ def jit_rl_train_step(cfg: ModelConfig, mesh: Mesh, tx, schedule, state_sharding
 
   jitted = jax.jit(step, in_shardings=(state_shardings, rl_batch_shardings(mesh)),
                    out_shardings=(state_shardings, NamedSharding(mesh, P())), donate_argnums=(0,))
-  return _with_mesh(jitted, mesh)
+  return with_mesh(jitted, mesh)
 
 
 def jit_logprobs(cfg: ModelConfig, mesh: Mesh, param_shardings, temperature: float = 1.0) -> Callable:
@@ -116,4 +117,4 @@ def jit_logprobs(cfg: ModelConfig, mesh: Mesh, param_shardings, temperature: flo
 
   shard = {k: rows for k in ("tokens", "segment_ids", "positions")}
   jitted = jax.jit(fn, in_shardings=(param_shardings, shard), out_shardings=rows)
-  return _with_mesh(jitted, mesh)
+  return with_mesh(jitted, mesh)

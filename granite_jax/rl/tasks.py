@@ -5,7 +5,7 @@ A task is dict(prompt_ids, prompt, domain, reference): the chat-rendered prompt
 (rl/rewards) and what that reward checks against.
 JSONL records: {"prompt": str} or {"messages": [...]}, "domain", "reference",
 optional "tools" / "documents" (rendered into the system turn).
-Demo sets (`rl.prompts=""`; `rl.demo_tasks` picks which), from sft/demo_data.py:
+Demo sets (`rl.prompts=""`; `rl.demo_tasks` picks which), from data/demo_chat.py:
   multidomain  arithmetic -> math (final number), tool calls -> tool_call, instruction -> instruction_following
   math         arithmetic only
   chat         the multidomain prompts, scored by the reward model (domain chat)
@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 import random
 
+from granite_jax.data import demo_chat
 from granite_jax.data.chat_template import encode_chat
-from granite_jax.sft import demo_data
-from granite_jax.sft.evaluate import check
+from granite_jax.data.demo_chat import check
 
 DEMO_SETS = ("multidomain", "math", "chat", "identity")
 IDENTITY_PROMPTS = ["Who are you?", "What is your name?", "Which model are you?", "Who made you?",
@@ -59,7 +59,7 @@ def _identity_task(rng: random.Random, split: str) -> dict:
   if r < 0.7:
     q = rng.choice(UNKNOWABLE).format(p=rng.choice(people))
     return dict(messages=[{"role": "user", "content": q}], domain="calibration", reference={"answerable": False})
-  s = demo_data.arithmetic(rng, split)
+  s = demo_chat.arithmetic(rng, split)
   return dict(messages=s["messages"][:-1], domain="calibration",
               reference={"answerable": True, "answer": s["answer"]})
 
@@ -72,8 +72,8 @@ def demo_records(which: str, n: int, split: str, seed: int = 0) -> list[dict]:
     return [_identity_task(rng, split) for _ in range(n)]
   if which == "math":
     rng = random.Random(f"{seed}-math-{split}")
-    return [_demo_task(demo_data.arithmetic(rng, split), which) for _ in range(n)]
-  return [_demo_task(s, which) for s in demo_data.generate(n, split, seed=seed)]
+    return [_demo_task(demo_chat.arithmetic(rng, split), which) for _ in range(n)]
+  return [_demo_task(s, which) for s in demo_chat.generate(n, split, seed=seed)]
 
 
 def read_jsonl(path: str) -> list[dict]:

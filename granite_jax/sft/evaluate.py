@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from typing import Any
 
 import jax
@@ -17,31 +16,9 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from granite_jax.data.chat_template import EOT, encode_chat
-from granite_jax.data.pipeline import get_tokenizer
-from granite_jax.rl.sampler import generate
-from granite_jax.sft.demo_data import TOOLS, generate as demo_samples
-
-_ARITH = re.compile(r"^The answer is (-?\d+)\.$")
-_CALL = re.compile(r"^<tool_call>\s*(\{.*\})\s*</tool_call>$", re.S)
-
-
-def check(kind: str, reply: str, answer: str) -> tuple[bool, bool]:
-  """(format ok, correct) for one reply (text before <|end_of_text|>, stripped)."""
-  if kind == "arithmetic":
-    m = _ARITH.match(reply)
-    return bool(m), bool(m) and m.group(1) == answer
-  if kind == "tool":
-    m = _CALL.match(reply)
-    if not m:
-      return False, False
-    try:
-      call = json.loads(m.group(1))
-    except ValueError:
-      return False, False
-    ok = isinstance(call, dict) and call.get("name") in {t["name"] for t in TOOLS}
-    return ok, ok and json.dumps(call, sort_keys=True) == answer
-  ok = bool(re.fullmatch(r"[A-Z]+", reply))
-  return ok, ok and reply == answer
+from granite_jax.data.demo_chat import check, generate as demo_samples
+from granite_jax.data.tokenizer import get_tokenizer
+from granite_jax.infer.sampler import generate
 
 
 def evaluate(params, model_cfg, tok, samples: list[dict[str, Any]], max_new_tokens: int = 48) -> dict:
@@ -74,8 +51,9 @@ def table(metrics: dict) -> str:
 
 
 def main(argv=None) -> None:
-  from granite_jax.ckpt.hf_cli import ckpt_dir_of, model_config_for
   from granite_jax.ckpt.manager import abstract_like, restore_params
+  from granite_jax.ckpt.run_dir import ckpt_dir_of, model_config_for
+  from granite_jax.model.params import init_params
   from granite_jax.sharding.mesh import make_mesh
   from granite_jax.train import state as state_lib
 
@@ -87,7 +65,7 @@ def main(argv=None) -> None:
   ckpt = ckpt_dir_of(a.ckpt_dir)
   cfg = model_config_for(ckpt)
   mesh = make_mesh((1, 1, 1), devices=jax.devices()[:1])
-  abstract = jax.eval_shape(lambda: state_lib.init_params(cfg, jax.random.PRNGKey(0)))
+  abstract = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
   params = restore_params(ckpt, abstract_like(abstract, state_lib.param_shardings(cfg, mesh)))
   tok = get_tokenizer(ConfigDict(dict(tokenizer="", cache_dir=a.cache_dir)))
   res = evaluate(params, cfg, tok, demo_samples(a.n, "eval", seed=1))

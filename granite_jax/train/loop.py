@@ -90,7 +90,7 @@ def initial_state(job: Job, ckpt: Checkpointer, make_iter) -> tuple[state_lib.Tr
 def data_iterator(c: ConfigDict, local_batch: int, split: str):
   """The pretraining mixture pipeline, or the chat (SFT) pipeline when data.kind == "sft"."""
   if c.data.get("kind", "pretrain") == "sft":
-    from granite_jax.sft.data import make_iterator
+    from granite_jax.data.chat_pipeline import make_iterator
     epochs = c.train.get("epochs", 0) or None
   else:
     make_iterator, epochs = pipeline.make_iterator, None

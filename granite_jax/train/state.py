@@ -11,6 +11,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from granite_jax.model import Granite, ModelConfig
+from granite_jax.model.params import init_params
 from granite_jax.sharding.rules import rules_for
 
 
@@ -43,11 +44,6 @@ def state_shardings(cfg: ModelConfig, mesh: Mesh, tx: optax.GradientTransformati
       tx, lambda _, s: s, abstract_opt, p_shard,
       transform_non_params=lambda _: replicated)
   return TrainState(step=replicated, params=p_shard, opt_state=opt_shard)
-
-
-def init_params(cfg: ModelConfig, rng: jax.Array, seq_len: int = 8):
-  tokens = jnp.zeros((1, seq_len), jnp.int32)
-  return nn.unbox(Granite(cfg).init(rng, tokens)["params"])
 
 
 def make_init_fn(cfg: ModelConfig, tx: optax.GradientTransformation,

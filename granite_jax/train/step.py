@@ -17,6 +17,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from granite_jax.model import Granite, ModelConfig
 from granite_jax.ops import context_parallel as cp
+from granite_jax.sharding.jit import mesh_context, with_mesh
 from granite_jax.sharding.rules import rules_for
 from granite_jax.train import loss as loss_lib
 from granite_jax.train.state import TrainState
@@ -134,7 +135,7 @@ def jit_train_step(cfg: ModelConfig, mesh: Mesh, tx, schedule, state_shardings: 
 
   jitted = jax.jit(step, in_shardings=(state_shardings, b_shard),
                    out_shardings=(state_shardings, replicated), donate_argnums=(0,))
-  return _with_mesh(jitted, mesh)
+  return with_mesh(jitted, mesh)
 
 
 def jit_eval_step(cfg: ModelConfig, mesh: Mesh, param_shardings) -> Callable:
@@ -148,19 +149,8 @@ def jit_eval_step(cfg: ModelConfig, mesh: Mesh, param_shardings) -> Callable:
 
   jitted = jax.jit(step, in_shardings=(param_shardings, batch_sharding(mesh)),
                    out_shardings=NamedSharding(mesh, P()))
-  return _with_mesh(jitted, mesh)
+  return with_mesh(jitted, mesh)
 
 
-def _with_mesh(fn, mesh):
-  """Logical constraints resolve against the mesh in context (jax.set_mesh or the Mesh context)."""
-  def call(*args):
-    with _mesh_context(mesh):
-      return fn(*args)
-  call.jitted = fn
-  return call
-
-
-def _mesh_context(mesh):
-  if hasattr(jax, "set_mesh"):
-    return jax.set_mesh(mesh)
-  return mesh
+# plan_check.py (moving into granite_jax/plan/) still calls this name; new code: sharding.jit.mesh_context.
+_mesh_context = mesh_context

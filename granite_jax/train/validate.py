@@ -10,7 +10,8 @@ import os
 
 from ml_collections import ConfigDict
 
-from granite_jax.data.pipeline import get_tokenizer, resolve_sources
+from granite_jax.data.pipeline import resolve_sources
+from granite_jax.data.tokenizer import get_tokenizer
 from granite_jax.model.config import PRESETS, ModelConfig
 from granite_jax.ops.attention import check_supported
 from granite_jax.sharding.mesh import resolve_shape
@@ -63,7 +64,7 @@ def validate(c: ConfigDict, n_devices: int, process_count: int = 1) -> ModelConf
     raise ValueError(f"train.seq_len={seq_len} must be divisible by mesh context={shape['context']}")
 
   if c.data.get("kind", "pretrain") == "sft":
-    from granite_jax.sft.data import sft_sources
+    from granite_jax.data.chat_pipeline import sft_sources
     for split in ("train", "eval") if c.train.eval_batches else ("train",):
       sft_sources(c.data, split)
   elif c.data.get("kind", "pretrain") == "pretrain":

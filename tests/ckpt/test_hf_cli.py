@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from granite_jax.ckpt import hf_cli
+from granite_jax.ckpt import hf_cli, run_dir
 from granite_jax.ckpt.hf import load_pretrained
 from granite_jax.ckpt.manager import Checkpointer, restore_params
 from granite_jax.model import preset
@@ -67,8 +67,8 @@ def test_export_of_a_training_checkpoint(tmp_path, tok_file):
 
 def test_model_config_flag_errors(tmp_path):
   with pytest.raises(ValueError, match="--model-config"):
-    hf_cli.model_config_for(str(tmp_path), model_config="{not json")
-  assert hf_cli.model_config_for(str(tmp_path), model_config='{"n_layers": 1}', preset="tiny").n_layers == 1
+    run_dir.model_config_for(str(tmp_path), model_config="{not json")
+  assert run_dir.model_config_for(str(tmp_path), model_config='{"n_layers": 1}', preset="tiny").n_layers == 1
 
 
 @pytest.fixture(scope="module")

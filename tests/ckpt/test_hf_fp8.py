@@ -9,7 +9,7 @@ from granite_jax.ckpt import fp8
 from granite_jax.ckpt.hf import load_pretrained, save_pretrained
 from granite_jax.ckpt.safetensors_io import SafetensorsFile
 from granite_jax.model import preset
-from granite_jax.train.state import init_params
+from granite_jax.model.params import init_params
 from tests.ckpt.hf_helpers import our_logits, rel_err, tokens
 
 # Block linears dominate, as in real models (the 8B's are ~95% of its weights).

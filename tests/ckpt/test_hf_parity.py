@@ -8,7 +8,7 @@ import pytest
 from granite_jax.ckpt.hf import load_pretrained, save_pretrained
 from granite_jax.ckpt.safetensors_io import SafetensorsFile
 from granite_jax.model import preset
-from granite_jax.train.state import init_params
+from granite_jax.model.params import init_params
 from tests.ckpt.hf_helpers import hf_granite, hf_logits, our_logits, rel_err, tokens, torch, transformers
 
 TOL = 1e-4  # max |logit difference| relative to the logit scale

@@ -3,8 +3,7 @@ import ml_collections
 import pytest
 
 from granite_jax.data.demo_corpus import ensure_demo_corpus
-from granite_jax.data.tokenizer import load_tokenizer, train_demo_tokenizer
-from granite_jax.data.pipeline import DEMO_VOCAB_SIZE
+from granite_jax.data.tokenizer import DEMO_VOCAB_SIZE, load_tokenizer, train_demo_tokenizer
 
 PHASE2_MIXTURE = {"math": 35, "code": 30, "cc_hq": 12, "synthetic": 9, "technical": 10,
                   "multilingual": 3, "domain": 1}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from granite_jax.data import pipeline
-from granite_jax.data.tokenizer import EOS, PAD
+from granite_jax.data.tokenizer import EOS, PAD, get_tokenizer
 
 SEQ, BATCH = 128, 16  # BATCH == number of packing bins: one batch is one packing round
 
@@ -63,6 +63,15 @@ def test_packing_is_consistent_and_lossless(data_cfg, demo_tok):
   eos = demo_tok.token_to_id(EOS)
   assert all(s[-1] == eos or len(s) == SEQ for s in segments)
   assert any(len(s) == SEQ for s in expected)  # some documents were truncated
+
+
+def test_a_runs_training_iterator_resets_the_skip_count(data_cfg):
+  from granite_jax.data import sources
+  sources.count_skipped("earlier_run.jsonl")
+  pipeline.make_iterator(data_cfg, seq_len=SEQ, batch_size=4, seed=0, split="eval")
+  assert sources.skipped_records() == 1  # eval iterators of the same run keep the count
+  pipeline.make_iterator(data_cfg, seq_len=SEQ, batch_size=4, seed=0)
+  assert sources.skipped_records() == 0  # a new run starts from zero
 
 
 def test_same_seed_same_batches_other_seed_differs(data_cfg):
@@ -169,10 +178,10 @@ def test_zero_weight_domains_dropped_and_demo_paths_resolved(data_cfg):
 
 def test_get_tokenizer_explicit_path(data_cfg, demo_tokenizer_path, tmp_path):
   data_cfg.tokenizer = demo_tokenizer_path
-  assert pipeline.get_tokenizer(data_cfg).get_vocab_size() == 4096
+  assert get_tokenizer(data_cfg).get_vocab_size() == 4096
   data_cfg.tokenizer = str(tmp_path / "missing.json")
   with pytest.raises(FileNotFoundError, match="missing.json"):
-    pipeline.get_tokenizer(data_cfg)
+    get_tokenizer(data_cfg)
 
 
 def test_plain_dict_config_works(demo_cache):

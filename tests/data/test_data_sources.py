@@ -91,6 +91,8 @@ def test_malformed_jsonl_skipped(tmp_path):
   before = sources.skipped_records()
   assert list(ds.filter(bool)) == ["ok 0", "ok 1", "ok 4"]
   assert sources.skipped_records() - before == 2  # counted for the training metrics
+  sources.reset_skipped_records()
+  assert sources.skipped_records() == 0
 
 
 def test_bad_arrayrecord_and_parquet_records(tmp_path):

@@ -7,11 +7,11 @@ import pytest
 from ml_collections import ConfigDict
 
 from granite_jax.data import demo_corpus
-from granite_jax.data.pipeline import get_tokenizer
 from granite_jax.data.sources import text_dataset
+from granite_jax.data.tokenizer import get_tokenizer
 from granite_jax.eval import niah, perplexity
 from granite_jax.model import preset
-from granite_jax.train.state import init_params
+from granite_jax.model.params import init_params
 from tests.reference import granite_forward
 
 

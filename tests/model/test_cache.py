@@ -9,7 +9,7 @@ import pytest
 from granite_jax.model import Granite, preset
 from granite_jax.model.cache import init_cache
 from granite_jax.model.decoder import decode_params
-from granite_jax.train.state import init_params
+from granite_jax.model.params import init_params
 
 CFG = preset("tiny", vocab_size=96, d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, head_dim=8,
              d_ff=48, embedding_multiplier=3.0, attention_multiplier=0.2, residual_multiplier=0.7,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from granite_jax.model import Granite, preset
-from granite_jax.train.state import init_params
+from granite_jax.model.params import init_params
 from tests.reference import granite_forward
 
 CFG = preset("tiny", vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8,

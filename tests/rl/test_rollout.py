@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
-from granite_jax.data.pipeline import get_tokenizer
+from granite_jax.data.tokenizer import get_tokenizer
+from granite_jax.infer.sampler import make_sampler
 from granite_jax.model import Granite, preset
+from granite_jax.model.params import init_params
 from granite_jax.rl import rollout as R
 from granite_jax.rl.rewards import make_rewards
 from granite_jax.rl.rewards.identity import calibration_reward, identity_reward
-from granite_jax.rl.sampler import make_sampler
 from granite_jax.rl.step import response_logprobs
 from granite_jax.rl.tasks import demo_records, encode_tasks, tool_call_reward
-from granite_jax.train.state import init_params
 
 CFG = preset("tiny", vocab_size=4096, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64,
              init_std=0.3)

@@ -6,11 +6,11 @@ import optax
 import pytest
 from ml_collections import ConfigDict
 
+from granite_jax.data import chat_pipeline as sft_data
 from granite_jax.data.chat_template import EOT
-from granite_jax.data.pipeline import get_tokenizer
+from granite_jax.data.demo_chat import check
+from granite_jax.data.tokenizer import get_tokenizer
 from granite_jax.model import preset
-from granite_jax.sft import data as sft_data
-from granite_jax.sft.evaluate import check
 from granite_jax.sharding.mesh import make_mesh
 from granite_jax.train import state as state_lib
 from granite_jax.train import step as step_lib

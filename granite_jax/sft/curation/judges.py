@@ -102,7 +102,7 @@ class ModelJudge(_RetryingJudge):
 def sampler_generate_text(params, model_cfg, tokenizer, max_new_tokens: int = 512):
   """A `generate_text` for ModelJudge on this project's model (greedy, stops at end of text)."""
   from granite_jax.data.tokenizer import EOS, special_token_id
-  from granite_jax.rl import sampler
+  from granite_jax.infer import sampler
 
   eos = special_token_id(tokenizer, EOS)
 

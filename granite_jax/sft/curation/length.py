@@ -20,7 +20,7 @@ class TokenCounter:
     if tokenizer:
       from ml_collections import ConfigDict
 
-      from granite_jax.data.pipeline import get_tokenizer
+      from granite_jax.data.tokenizer import get_tokenizer
       path = "" if tokenizer == "demo" else tokenizer
       self.tok = get_tokenizer(ConfigDict(dict(tokenizer=path, cache_dir=cache_dir)))
       self.name = tokenizer

@@ -6,12 +6,14 @@ Three kinds of conversation, each with an answer format a program can check:
   assistant answers with one `<tool_call>` whose arguments fit the schema;
 - instruction following: "Reply with the word X in capital letters." -> "X".
 Held-out samples use operands and words the training split never contains.
+`check` scores a reply against a sample's answer (SFT evaluation, the RL demo tool reward).
 """
 from __future__ import annotations
 
 import json
 import os
 import random
+import re
 
 WORDS = ["apple", "river", "stone", "cloud", "tiger", "maple", "ocean", "pixel", "amber", "delta",
          "lemon", "orbit", "cedar", "frost", "ember", "coral", "sugar", "pilot", "quartz", "velvet"]
@@ -82,3 +84,26 @@ def ensure_demo_sft(cache_dir: str, n_train: int = 4000, n_eval: int = 200) -> d
       os.replace(tmp, path)
     out[split] = path
   return out
+
+
+_ARITH = re.compile(r"^The answer is (-?\d+)\.$")
+_CALL = re.compile(r"^<tool_call>\s*(\{.*\})\s*</tool_call>$", re.S)
+
+
+def check(kind: str, reply: str, answer: str) -> tuple[bool, bool]:
+  """(format ok, correct) for one reply (text before <|end_of_text|>, stripped)."""
+  if kind == "arithmetic":
+    m = _ARITH.match(reply)
+    return bool(m), bool(m) and m.group(1) == answer
+  if kind == "tool":
+    m = _CALL.match(reply)
+    if not m:
+      return False, False
+    try:
+      call = json.loads(m.group(1))
+    except ValueError:
+      return False, False
+    ok = isinstance(call, dict) and call.get("name") in {t["name"] for t in TOOLS}
+    return ok, ok and json.dumps(call, sort_keys=True) == answer
+  ok = bool(re.fullmatch(r"[A-Z]+", reply))
+  return ok, ok and reply == answer

@@ -32,6 +32,7 @@ from jax.sharding import PartitionSpec as P
 from granite_jax.model import Granite, ModelConfig
 from granite_jax.model.cache import init_cache
 from granite_jax.model.decoder import decode_params
+from granite_jax.sharding.jit import with_mesh
 from granite_jax.sharding.rules import rules_for
 
 PROMPT_BUCKET = 8  # prompt lengths round up to a multiple of this: fewer recompiles
@@ -172,11 +173,7 @@ def make_sampler(cfg: ModelConfig, *, max_new_tokens: int, stop_ids: Sequence[in
 
   jitted = jax.jit(run, in_shardings=(param_shardings, row, rows, rep, rep, rep, rep),
                    out_shardings=dict(tokens=row, logprobs=row, lengths=rows))
-
-  def call(*args):
-    with (jax.set_mesh(mesh) if hasattr(jax, "set_mesh") else mesh):
-      return jitted(*args)
-  return call
+  return with_mesh(jitted, mesh)
 
 
 def left_pad(prompt_tokens, lengths=None, pad_id: int = 0, bucket: int = PROMPT_BUCKET):

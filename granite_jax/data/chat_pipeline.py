@@ -17,9 +17,9 @@ import numpy as np
 
 from granite_jax.data import config as data_config
 from granite_jax.data.chat_template import encode_chat
-from granite_jax.data.pipeline import get_tokenizer
-from granite_jax.data.sources import resolve_files
-from granite_jax.data.tokenizer import PAD
+from granite_jax.data.tokenizer import get_tokenizer
+from granite_jax.data.sources import count_skipped, reset_skipped_records, resolve_files
+from granite_jax.data.tokenizer import PAD, get_tokenizer
 
 
 class ConversationSource:
@@ -69,8 +69,7 @@ class ConversationSource:
       if self.on_bad_record == "raise":
         raise ValueError(f"{f}: bad record {i}: {e} (set data.on_bad_record='skip' to drop such records)") \
             from None
-      from granite_jax.data.sources import SKIPPED
-      SKIPPED[f] += 1
+      count_skipped(f)
       return None
 
 
@@ -112,13 +111,15 @@ def sft_sources(data_cfg, split: str) -> str:
     if not os.path.exists(path) and not resolve_files(path):
       raise ValueError(f"data.sft.{key}={path!r}: no such file, directory or glob match")
     return path
-  from granite_jax.sft.demo_data import ensure_demo_sft
+  from granite_jax.data.demo_chat import ensure_demo_sft
   return ensure_demo_sft(data_config.cache_dir(data_cfg))[split]
 
 
 def make_iterator(data_cfg, *, seq_len: int, batch_size: int, seed: int, split: str = "train",
                   process_index: int = 0, process_count: int = 1, num_epochs: int | None = None):
   """Iterator of {"tokens", "segment_ids", "positions", "loss_mask"}: int32 [batch_size, seq_len]."""
+  if split == "train":
+    reset_skipped_records()  # a new run (or its resume) counts its own skipped records
   tok = get_tokenizer(data_cfg)
   src = ConversationSource(sft_sources(data_cfg, split), data_config.on_bad_record(data_cfg))
   ds = grain.MapDataset.source(src)[process_index::process_count]

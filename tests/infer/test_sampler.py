@@ -4,11 +4,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from granite_jax.infer.sampler import (argmax, filter_logits, generate, left_pad, make_sampler,
+                                       pick_tokens)
 from granite_jax.model import Granite, preset
-from granite_jax.rl.sampler import (argmax, filter_logits, generate, left_pad, make_sampler,
-                                    pick_tokens)
+from granite_jax.model.params import init_params
 from granite_jax.sharding.mesh import make_mesh
-from granite_jax.train.state import init_params, param_shardings
+from granite_jax.train.state import param_shardings
 
 CFG = preset("tiny", vocab_size=96, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8,
              d_ff=48, embedding_multiplier=3.0, attention_multiplier=0.2, residual_multiplier=0.7,
