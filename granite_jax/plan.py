@@ -184,4 +184,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  from granite_jax.cli import run_main  # bad input: one line; --debug for the traceback
+  sys.exit(run_main("granite_jax.plan", main))

@@ -49,19 +49,27 @@ def start(n: int, run_args: list[str], devices: int = 4, log_dir: str | None = N
       out = None
     else:
       out = open(os.path.join(log_dir, f"process_{i}.log"), "w")
-    procs.append(subprocess.Popen(cmd, cwd=ROOT, env=process_env(i, n, devices, port, base_env),
+    # cwd inherited: relative paths in the run flags mean what they mean to launch/run.py
+    procs.append(subprocess.Popen(cmd, env=process_env(i, n, devices, port, base_env),
                                   stdout=out, stderr=subprocess.STDOUT if out else None))
   procs[0].log_dir = log_dir
   return procs
 
 
-def wait(procs: list[subprocess.Popen], timeout: float | None = None) -> int:
-  """First non-zero exit code (stopping the rest), else 0."""
+def wait(procs: list[subprocess.Popen], timeout: float | None = None, settle: float = 10.0) -> int:
+  """First non-zero exit code (stopping the rest), else 0.
+
+  After a failure the others get `settle` seconds to exit on their own (bad input fails every
+  process alike, and process 0's message should reach the console) before they are stopped.
+  """
   t0 = time.time()
   while True:
     codes = [p.poll() for p in procs]
     bad = [c for c in codes if c not in (None, 0)]
     if bad:
+      t_bad = time.time()
+      while any(p.poll() is None for p in procs) and time.time() - t_bad < settle:
+        time.sleep(0.1)
       stop(procs)
       return bad[0]
     if all(c == 0 for c in codes):
@@ -101,8 +109,10 @@ def main(argv: list[str]) -> int:
     stop(procs)
     rc = 130
   if rc:
+    # When process 0 failed on its own, its one-line error is already on stderr: this note is not the error.
+    own = procs[0].returncode not in (None, 0, -signal.SIGTERM, -signal.SIGKILL)
     print(f"launch/local.py: a process exited with {rc}; logs of processes 1..{args.n - 1} in "
-          f"{procs[0].log_dir}", file=sys.stderr)
+          f"{procs[0].log_dir}", file=sys.stdout if own else sys.stderr)
   return rc
 
 

@@ -56,5 +56,26 @@ def main(argv):
   run(config, workdir)
 
 
+def _parse_flags(argv):
+  """absl's parser, with a bad flag or config file reported as one line (not usage + FATAL)."""
+  from granite_jax import cli
+  spec = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), None)
+  path = spec.split(":")[0] if spec else None
+  if path and not os.path.isfile(path):
+    cli.fail("granite_jax", f"--config={spec}: no such file")
+  if path and os.path.getsize(path) == 0:
+    cli.fail("granite_jax", f"--config={spec}: empty file (a config file defines get_config())")
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, *cli.BAD_INPUT) as e:  # AttributeError: no get_config()
+    if _DEBUG:
+      raise
+    cli.fail("granite_jax", f"--config={spec}: {cli.one_line(e)}" if spec and isinstance(e, AttributeError)
+             else e)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  from granite_jax import cli
+  _DEBUG = cli.pop_debug(sys.argv)  # --debug: tracebacks instead of one-line errors
+  app.run(lambda argv: cli.run_main("granite_jax", lambda _: main(argv), [], debug=_DEBUG),
+          flags_parser=_parse_flags)

@@ -22,6 +22,7 @@ import numpy as np
 
 from granite_jax.ckpt import fp8 as fp8_lib
 from granite_jax.ckpt import hf_config, hf_tokenizer, hf_weights
+from granite_jax.ckpt.run_dir import read_json
 from granite_jax.ckpt.safetensors_io import SafetensorsFile, write_file
 from granite_jax.model.config import ModelConfig
 
@@ -40,10 +41,14 @@ def parse_size(s: str | int) -> int:
 
 def read_config(path: str) -> dict[str, Any]:
   file = os.path.join(path, "config.json")
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"{path}: no such directory")
   if not os.path.isfile(file):
     raise FileNotFoundError(f"{path!r}: no config.json (not a Hugging Face model folder)")
-  with open(file) as f:
-    return json.load(f)
+  hf = read_json(file, "Hugging Face config")
+  if not isinstance(hf, dict):
+    raise ValueError(f"{file}: not a Hugging Face config (a JSON object)")
+  return hf
 
 
 def open_tensors(path: str) -> dict[str, SafetensorsFile]:
@@ -141,5 +146,5 @@ def _at(tree: Any, path: tuple[str, ...]) -> Any:
 
 
 if __name__ == "__main__":
-  from granite_jax.ckpt.hf_cli import main
-  main()
+  from granite_jax.ckpt.hf_cli import cli_main
+  cli_main()

@@ -92,18 +92,21 @@ def main(argv: list[str] | None = None) -> None:
   exp.add_argument("--tokenizer", help="tokenizer.json or a folder with HF tokenizer files")
   exp.add_argument("--max-shard-size", default="5GB")
   a = p.parse_args(argv)
-  try:
-    if a.cmd == "import":
-      cfg = import_hf(a.hf_dir, a.ckpt_dir)
-      print(f"wrote {a.ckpt_dir} (step 0) and {MODEL_CONFIG}; train from it with "
-            f"--config.init_from={a.ckpt_dir} and model fields {json.dumps(cfg.to_dict())}")
-    else:
-      names = export_hf(a.ckpt_dir, a.hf_dir, model_config=a.model_config, preset=a.preset, step=a.step,
-                        dtype=a.dtype, fp8=a.fp8, tokenizer=a.tokenizer, max_shard_size=a.max_shard_size)
-      print(f"wrote {a.hf_dir}: config.json + {len(names)} safetensors shard(s)")
-  except (ValueError, KeyError, FileNotFoundError) as e:
-    sys.exit(f"granite_jax.ckpt.hf {a.cmd}: {e}")
+  if a.cmd == "import":
+    cfg = import_hf(a.hf_dir, a.ckpt_dir)
+    print(f"wrote {a.ckpt_dir} (step 0) and {MODEL_CONFIG}; train from it with "
+          f"--config.init_from={a.ckpt_dir} and model fields {json.dumps(cfg.to_dict())}")
+  else:
+    names = export_hf(a.ckpt_dir, a.hf_dir, model_config=a.model_config, preset=a.preset, step=a.step,
+                      dtype=a.dtype, fp8=a.fp8, tokenizer=a.tokenizer, max_shard_size=a.max_shard_size)
+    print(f"wrote {a.hf_dir}: config.json + {len(names)} safetensors shard(s)")
+
+
+def cli_main() -> None:
+  """`python -m granite_jax.ckpt.hf`: bad input is one line (granite_jax.cli), --debug shows the traceback."""
+  from granite_jax.cli import run_main
+  sys.exit(run_main("granite_jax.ckpt.hf", main))
 
 
 if __name__ == "__main__":
-  main()
+  cli_main()

@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
 from granite_jax.ckpt.manager import Checkpointer
+from granite_jax.ckpt.run_dir import MODEL_CONFIG, check_not_hf_folder, read_json
 
 
 def _step_dir(ckpt_dir: str, step: int | None = None) -> tuple[str, int]:
@@ -30,6 +31,7 @@ def _step_dir(ckpt_dir: str, step: int | None = None) -> tuple[str, int]:
   step = mgr.latest_step() if step is None else step
   mgr.close()
   if step is None:
+    check_not_hf_folder(ckpt_dir)
     raise FileNotFoundError(f"{ckpt_dir}: holds no checkpoint step")
   return os.path.join(ckpt_dir, str(step), "state"), step
 
@@ -69,11 +71,10 @@ def read_tensor(state_dir: str, path: tuple[str, ...]) -> np.ndarray:
 
 def _model_config(ckpt_dir: str) -> dict | None:
   """model_config.json written by the training loop next to WORKDIR/ckpt."""
-  path = os.path.join(os.path.dirname(os.path.abspath(ckpt_dir)), "model_config.json")
+  path = os.path.join(os.path.dirname(os.path.abspath(ckpt_dir)), MODEL_CONFIG)
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return read_json(path, "model config")
 
 
 # Fields that decide tensor shapes; others (rope_theta, max_seq_len, dtype...) may differ
@@ -132,11 +133,17 @@ def main(argv: Sequence[str] | None = None) -> None:
   dirs, weights = [], []
   for spec in a.inputs:
     path, _, weight = spec.rpartition(":") if ":" in spec else (spec, "", "1")
+    try:
+      weights.append(float(weight))
+    except ValueError:
+      p.error(f"{spec!r}: the weight after ':' must be a number")
     dirs.append(path)
-    weights.append(float(weight))
   merge(dirs, weights, a.out_dir)
   print(f"merged {len(dirs)} checkpoints with weights {weights} into {a.out_dir}")
 
 
 if __name__ == "__main__":
-  main()
+  import sys
+
+  from granite_jax.cli import run_main
+  sys.exit(run_main("granite_jax.ckpt.merge", main))

@@ -11,8 +11,22 @@ import os
 MODEL_CONFIG = "model_config.json"
 
 
+def read_json(path: str, what: str = "JSON"):
+  """The JSON in `path`; an empty or malformed file raises ValueError naming the file."""
+  with open(path) as f:
+    text = f.read()
+  if not text.strip():
+    raise ValueError(f"{path}: empty file (expected a {what})")
+  try:
+    return json.loads(text)
+  except ValueError as e:
+    raise ValueError(f"{path}: not a {what} ({e})") from None
+
+
 def ckpt_dir_of(path: str) -> str:
   """A run's workdir or its ckpt/ dir -> the CheckpointManager directory."""
+  if not os.path.exists(os.path.expanduser(path)):
+    raise FileNotFoundError(f"{path}: no such run directory or checkpoint")
   path = os.path.abspath(os.path.expanduser(path))
   return os.path.join(path, "ckpt") if os.path.isdir(os.path.join(path, "ckpt")) else path
 
@@ -32,8 +46,21 @@ def model_config_for(ckpt_dir: str, model_config: str | None = None, preset: str
   for d in (ckpt_dir, os.path.dirname(ckpt_dir)):
     file = os.path.join(d, MODEL_CONFIG)
     if os.path.isfile(file):
-      with open(file) as f:
-        return ModelConfig.from_dict(json.load(f))
+      d = read_json(file, "model config")
+      try:
+        return ModelConfig.from_dict(d)
+      except (TypeError, ValueError) as e:  # not an object, unknown fields, bad values
+        raise ValueError(f"{file}: {e}") from None
+  check_not_hf_folder(ckpt_dir)
   raise FileNotFoundError(f"{ckpt_dir!r}: no {MODEL_CONFIG} here or in its parent; pass --model-config "
                           "JSON or --preset NAME")
 
+
+def check_not_hf_folder(path: str) -> None:
+  """Raises ValueError naming config.json when `path` is a Hugging Face folder, not a run."""
+  hf = os.path.join(path, "config.json")
+  if os.path.isfile(hf):
+    d = read_json(hf, "Hugging Face config")
+    model_type = d.get("model_type") if isinstance(d, dict) else None
+    raise ValueError(f"{hf}: a Hugging Face model folder (model_type={model_type!r}), not a run of "
+                     "this project; import a Granite one first: python -m granite_jax.ckpt.hf import")

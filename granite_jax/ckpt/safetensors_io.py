@@ -39,8 +39,13 @@ class SafetensorsFile:
 
   def __init__(self, path: str):
     self.path = path
+    size = os.path.getsize(path)
+    if size < 8:
+      raise ValueError(f"{path}: not a safetensors file ({size} bytes, truncated or empty)")
     self._mm = np.memmap(path, dtype=np.uint8, mode="r")
     (n,) = struct.unpack("<Q", bytes(self._mm[:8]))
+    if 8 + n > size:
+      raise ValueError(f"{path}: truncated safetensors file (header of {n} bytes, file of {size})")
     try:
       header = json.loads(bytes(self._mm[8:8 + n]))
     except ValueError as e:
@@ -48,6 +53,10 @@ class SafetensorsFile:
     self.metadata = header.pop("__metadata__", {}) or {}
     self._entries = header
     self._base = 8 + n
+    end = max((e["data_offsets"][1] for e in header.values()), default=0)
+    if self._base + end > size:
+      raise ValueError(f"{path}: truncated safetensors file ({size} bytes, its header needs "
+                       f"{self._base + end})")
 
   def keys(self) -> list[str]:
     return list(self._entries)

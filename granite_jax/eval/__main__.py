@@ -60,4 +60,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  import sys
+
+  from granite_jax.cli import run_main
+  sys.exit(run_main("granite_jax.eval", main))

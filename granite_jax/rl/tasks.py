@@ -82,10 +82,14 @@ def read_jsonl(path: str) -> list[dict]:
     for i, line in enumerate(f):
       if not line.strip():
         continue
-      r = json.loads(line)
+      try:
+        r = json.loads(line.rstrip("\n"))
+      except ValueError as e:
+        msg = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
+        raise ValueError(f"{path}: line {i + 1}: not JSON ({msg})") from None
       if not isinstance(r, dict) or "domain" not in r or "reference" not in r or \
          ("prompt" not in r and "messages" not in r):
-        raise ValueError(f"{path}: record {i} needs 'prompt' or 'messages', 'domain' and 'reference'")
+        raise ValueError(f"{path}: line {i + 1} needs 'prompt' or 'messages', 'domain' and 'reference'")
       if "prompt" in r:
         r = dict(r, messages=[{"role": "user", "content": r["prompt"]}])
       out.append(r)
@@ -110,6 +114,8 @@ def load_tasks(rl, tok, split: str, n_demo: int, seed: int = 0) -> list[dict]:
   path = rl.prompts if split == "train" else rl.eval_prompts
   field = "rl.prompts" if split == "train" else "rl.eval_prompts"
   records = read_jsonl(path) if path else demo_records(rl.demo_tasks, n_demo, split, seed)
+  if not records:
+    raise ValueError(f"{field}={path!r}: no records (empty file)")
   tasks, dropped = encode_tasks(tok, records, rl.max_prompt_len)
   if not tasks:
     raise ValueError(f"{field}={path!r}: no prompt fits rl.max_prompt_len={rl.max_prompt_len} "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 from granite_jax.sft.curation.config import DIMENSIONS, OPTIONAL_DIMENSIONS, CurationConfig
@@ -79,11 +80,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, CurationConf
 
 def main(argv: list[str] | None = None) -> int:
   a, cfg = parse_args(argv)
-  try:
-    s = run_curation(a.input, a.out_dir, cfg)
-  except (OSError, ValueError) as e:
-    print(f"curate: error: {e}", file=sys.stderr)
-    return 1
+  if os.path.isfile(a.input) and os.path.getsize(a.input) == 0:
+    raise ValueError(f"{a.input}: empty file (no samples to curate)")
+  s = run_curation(a.input, a.out_dir, cfg)
   b = s["buckets"]
   print(f"curated {s['samples']} samples from {a.input} in {s['total_seconds']:.1f}s "
         f"(tokenizer {s['tokenizer']}, judge {s['judge']})")
@@ -95,4 +94,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  from granite_jax.cli import run_main
+  sys.exit(run_main("granite_jax.sft.curate", main))

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from granite_jax.sft import curate
 from granite_jax.sft.curation import demo
 from granite_jax.sft.curation.fake_judge import FakeJudgeServer
@@ -68,4 +70,5 @@ def test_module_entry_point_and_bad_arguments(tmp_path):
   r = subprocess.run([sys.executable, "-m", "granite_jax.sft.curate", paths["data"], str(tmp_path / "o"),
                       "--max-tokens", "0"], capture_output=True, text=True, env=env, timeout=120)
   assert r.returncode == 2 and "max_tokens" in r.stderr
-  assert curate.main([str(tmp_path / "missing.jsonl"), str(tmp_path / "o")]) == 1
+  with pytest.raises(OSError, match="missing.jsonl"):  # the command prints it as one line
+    curate.main([str(tmp_path / "missing.jsonl"), str(tmp_path / "o")])
