@@ -1,1 +1,1 @@
-"""Reinforcement learning (GRPO / DAPO): sampler, advantages, policy loss, rewards."""
+"""Reinforcement learning (GRPO / DAPO): advantages, policy loss, rewards, rollouts (sampling: infer/)."""

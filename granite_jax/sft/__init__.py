@@ -1,1 +1,2 @@
-"""Supervised fine-tuning. Data curation lives in `curation/` (`python -m granite_jax.sft.curate`)."""
+"""Supervised fine-tuning. Data curation lives in `curation/` (`python -m granite_jax.sft.curate`);
+the chat data pipeline the trainer reads is `data/chat_pipeline.py`."""
