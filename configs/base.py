@@ -83,6 +83,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.ckpt.every_steps = 50
   c.ckpt.max_to_keep = 3
   c.ckpt.async_save = True
+  c.ckpt.verify_checksums = True  # record + check a checksum of every checkpoint file (False: sizes only)
 
   c.merge = merge_config()
   c.init_from = ""  # checkpoint directory of the previous stage: params only, fresh optimizer

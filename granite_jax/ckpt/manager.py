@@ -1,13 +1,20 @@
-"""Orbax checkpoints of the train state and the Grain iterator, saved together.
+"""Orbax checkpoints of the train state and the data position, saved together.
 
 Each step directory holds two items: `state` (TrainState, restored straight
-into its shardings) and `data_iter` (the Grain iterator position, so a
-resumed run sees exactly the batches an uninterrupted one would).
+into its shardings) and `data_iter` (the Grain iterator position, or any
+object with get_state()/set_state(bytes), so a resumed run sees exactly the
+batches an uninterrupted one would).
 Saves are asynchronous; Orbax writes into a temporary directory and renames
 it on commit, so a checkpoint interrupted mid-write is never picked up.
+Once committed, each process records the size and checksum of the files it
+wrote (integrity.py); a restore checks them first, and a damaged step is
+moved to `damaged/` so the next older one is used, on every process alike.
+Test hook: GRANITE_FAULT_SAVE_FAIL_STEP=N makes the save of step N fail as a
+full disk would (the error names the directory; earlier steps stay intact).
 """
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
@@ -24,8 +31,12 @@ class CheckpointError(RuntimeError):
 
 
 class Checkpointer:
-  def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
+  def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True,
+               verify_checksums: bool = True):
     self.directory = os.path.abspath(directory)
+    self.checksums = verify_checksums
+    self.async_save = async_save
+    self._unsealed = False  # a save whose manifest is not written yet
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save)
     self._mgr = ocp.CheckpointManager(self.directory, options=options)
@@ -37,17 +48,30 @@ class Checkpointer:
     return list(self._mgr.all_steps())
 
   def save(self, step: int, state: Any, data_iter: Any | None = None, *, force: bool = True) -> bool:
+    """Starts saving `step` (asynchronous unless async_save=False); CheckpointError names the place."""
     self._seal()  # the previous async save has committed by now (Orbax waits for it anyway)
+    integrity.drop_manifest(self.directory, step, jax.process_index(), jax.process_count())
     items = dict(state=ocp.args.StandardSave(state))
     if data_iter is not None:
       items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
-    return self._mgr.save(step, args=ocp.args.Composite(**items), force=force)
+    try:
+      if os.environ.get("GRANITE_FAULT_SAVE_FAIL_STEP") == str(step):  # test hook: a disk that refuses
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + " (GRANITE_FAULT_SAVE_FAIL_STEP)",
+                      os.path.join(self.directory, str(step)))
+      saved = self._mgr.save(step, args=ocp.args.Composite(**items), force=force)
+      self._unsealed = True
+      if not self.async_save:
+        self._seal()  # committed: record it now, before anything can damage it
+      return saved
+    except CheckpointError:
+      raise
+    except Exception as e:  # noqa: BLE001 - whatever the storage says, say where
+      raise CheckpointError(f"saving checkpoint step {step} to {self.directory} failed: "
+                            f"{type(e).__name__}: {e}; older steps are untouched") from e
 
   def restore(self, step: int, abstract_state: Any, data_iter: Any | None = None) -> Any:
     """Restores into `abstract_state`'s shardings; advances `data_iter` in place."""
-    problem = integrity.verify(self.directory, step)
-    if problem:
-      raise CheckpointError(f"checkpoint step {step} in {self.directory} is damaged: {problem}")
+    self.check(step)
     items = dict(state=ocp.args.StandardRestore(abstract_state))
     if data_iter is not None:
       items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
@@ -56,6 +80,24 @@ class Checkpointer:
     except Exception as e:  # noqa: BLE001 - any read failure means this step is unusable
       raise CheckpointError(f"checkpoint step {step} in {self.directory} could not be read: "
                             f"{type(e).__name__}: {e}") from e
+
+  def check(self, step: int) -> None:
+    """Raises CheckpointError on every process when any process finds the step damaged."""
+    if not integrity.has_manifest(self.directory, step):
+      if jax.process_index() == 0:
+        print(f"granite_jax: checkpoint step {step} in {self.directory} has no integrity manifest "
+              "(the run stopped before recording it); restoring it unverified", flush=True)
+      return
+    problem = integrity.verify(self.directory, step, jax.process_index(), jax.process_count(),
+                               checksums=self.checksums)
+    if jax.process_count() > 1:  # every process must fall back alike
+      import numpy as np
+      from jax.experimental import multihost_utils
+      flags = multihost_utils.process_allgather(np.asarray(problem is not None, np.int32))
+      if problem is None and np.max(flags):
+        problem = f"damaged (found by process {int(np.argmax(flags))})"
+    if problem:
+      raise CheckpointError(f"checkpoint step {step} in {self.directory} is damaged: {problem}")
 
   def restore_latest_good(self, abstract_state: Any, make_data_iter) -> tuple[int, Any, Any] | None:
     """Newest step that restores cleanly, falling back past damaged ones.
@@ -82,24 +124,33 @@ class Checkpointer:
       if os.path.exists(dest):
         dest += f".{len(os.listdir(os.path.dirname(dest)))}"
       os.replace(os.path.join(self.directory, str(step)), dest)
-      manifest = integrity.manifest_path(self.directory, step)
-      if os.path.exists(manifest):
-        os.replace(manifest, dest + ".manifest.json")
+      integrity.move_aside(self.directory, step, dest)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices(f"granite_jax_set_aside_{step}")
     self._mgr.reload()
 
   def _seal(self) -> None:
-    """Writes size manifests for committed steps that lack one (process 0)."""
-    self._mgr.wait_until_finished()
-    if jax.process_index() != 0:
-      return
+    """Waits for the save in flight; each process records the files it wrote to committed steps."""
+    try:
+      self._mgr.wait_until_finished()
+    except Exception as e:  # noqa: BLE001 - an async save failed in the background
+      raise CheckpointError(f"saving a checkpoint to {self.directory} failed: {type(e).__name__}: {e}; "
+                            "older steps are untouched") from e
+    self._unsealed = False
+    p, n = jax.process_index(), jax.process_count()
     steps = self.all_steps()
     for step in steps:
-      if not os.path.exists(integrity.manifest_path(self.directory, step)):
-        integrity.write_manifest(self.directory, step)
-    integrity.prune(self.directory, steps)
+      if not os.path.exists(integrity.manifest_path(self.directory, step, p, n)):
+        integrity.write_manifest(self.directory, step, p, n, checksums=self.checksums)
+    if p == 0:
+      integrity.prune(self.directory, steps)
+
+  def poll(self) -> None:
+    """Call once per step: records the manifest as soon as an async save has committed, so a
+    crash soon after a save leaves a verifiable newest step."""
+    if self._unsealed and not self._mgr.is_saving_in_progress():
+      self._seal()
 
   def wait(self) -> None:
     self._seal()

@@ -3,20 +3,21 @@
 `run_rl(config, workdir)`: the policy starts from `config.init_from` (the previous stage), the
 frozen reference from `config.rl.ref_from` (the SFT checkpoint; default init_from). Each step
 draws `rl.prompts_per_step` prompts (deterministic in (seed, step), so a resumed run sees the
-prompts an uninterrupted one would), samples `rl.samples_per_prompt` responses each and makes
-`rl.ppo_epochs` optimizer steps on that batch (1 = strictly on-policy). Checkpoints, resume,
-preemption and the non-finite guard are those of the pretraining loop.
+prompts an uninterrupted one would; the position is checkpointed with the state), samples
+`rl.samples_per_prompt` responses each and makes `rl.ppo_epochs` optimizer steps on that batch
+(1 = strictly on-policy). Checkpoints, resume, preemption, the non-finite guard and the metrics
+are the run scaffold's (train/session.py), as for pretraining; every step is logged.
 """
 from __future__ import annotations
 
-import os
+import functools
 import time
 
 import jax
 import numpy as np
 from ml_collections import ConfigDict
 
-from granite_jax.ckpt.manager import Checkpointer, abstract_like, restore_params
+from granite_jax.ckpt.manager import abstract_like, restore_params
 from granite_jax.data.chat_template import EOT
 from granite_jax.data.tokenizer import get_tokenizer
 from granite_jax.infer.sampler import make_sampler
@@ -24,11 +25,10 @@ from granite_jax.rl import rollout as rollout_lib
 from granite_jax.rl import step as rl_step
 from granite_jax.rl.rewards import Reward, make_rewards
 from granite_jax.rl.tasks import load_tasks, tool_call_reward
+from granite_jax.model import Granite
 from granite_jax.train import loop as train_loop
+from granite_jax.train import session
 from granite_jax.train import state as state_lib
-from granite_jax.train.guards import Guard
-from granite_jax.train.metrics import MetricsWriter
-from granite_jax.train.preemption import Preemption, exit_preempted
 
 
 def validate_rl(c: ConfigDict, dp: int) -> None:
@@ -65,38 +65,34 @@ def make_reward_registry(c: ConfigDict, tok) -> dict[str, Reward]:
   return rewards
 
 
-def run_rl(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict:
-  c, rl = config, config.rl
-  job = train_loop.build(c)
-  dp = job.mesh.shape.get("data", 1) * job.mesh.shape.get("fsdp", 1)
-  validate_rl(c, dp)
-  os.makedirs(workdir, exist_ok=True)
-  is_main = jax.process_index() == 0
-  if is_main:
-    train_loop.write_run_files(c, job, workdir)  # model_config.json: the next stage's init_from
-  tok = get_tokenizer(c.data)
+def reference_params(c: ConfigDict, job):
+  """The frozen KL reference: rl.ref_from, else init_from; with neither (a fresh-init smoke run)
+  the fresh-init policy itself, recomputed from the seed so that a resumed run has the same one."""
+  ref_from = c.rl.ref_from or c.init_from
+  if ref_from:
+    return load_params(ref_from, job), ref_from
+  return train_loop.fresh_state(job)[0].params, "initial params"
+
+
+def draw_tasks_fn(train_tasks: list, seed: int, position: session.Position):
+  """`draw(n)`: n prompts, deterministic in (seed, data position, draw); advances the position."""
+  step, draws = position.state["next"], [0]
+  position.state["next"] = step + 1
+
+  def draw(n):
+    r = np.random.default_rng([seed, step, draws[0]])
+    draws[0] += 1
+    return [train_tasks[i] for i in r.choice(len(train_tasks), n, replace=len(train_tasks) < n)]
+  return draw
+
+
+def trainer(job, tok) -> session.Trainer:
+  c, rl = job.config, job.config.rl
   rewards = make_reward_registry(c, tok)
   train_tasks = load_tasks(rl, tok, "train", n_demo=2000, seed=c.train.seed)
   eval_tasks = load_tasks(rl, tok, "eval", n_demo=rl.eval_prompts_n, seed=c.train.seed + 1)
   eval_tasks = (eval_tasks * (-(-rl.eval_prompts_n // len(eval_tasks))))[: rl.eval_prompts_n]
-
-  ckpt = Checkpointer(os.path.join(workdir, "ckpt"), max_to_keep=c.ckpt.max_to_keep,
-                      async_save=c.ckpt.async_save)
-  state, _, start = train_loop.initial_state(job, ckpt, lambda: None)
-  ref_from = rl.ref_from or c.init_from
-  # No reference checkpoint (a fresh-init smoke run): the starting policy is the reference.
-  ref_params = load_params(ref_from, job) if ref_from else jax.tree.map(lambda x: x.copy(), state.params)
-  step = int(jax.device_get(state.step)) // rl.ppo_epochs
-  writer = MetricsWriter(workdir, enabled=is_main)
-  writer.truncate_after(step)
-  if is_main:
-    print(train_loop.banner(job, workdir, start).replace(
-        "  data     " + train_loop.data_line(c),
-        f"  rl       {rl.prompts or 'demo ' + rl.demo_tasks} prompts ({len(train_tasks)}), "
-        f"{rl.prompts_per_step} x {rl.samples_per_prompt} samples, response <= {rl.max_response_len}, "
-        f"kl {rl.kl_coef}, clip ({rl.eps_low}, {rl.eps_high}), {rl.agg}, ref {ref_from or 'initial params'}"),
-        flush=True)
-
+  ref_params, ref_name = reference_params(c, job)
   eot = tok.token_to_id(EOT)
   mk = lambda g: make_sampler(job.model_cfg, max_new_tokens=rl.max_response_len, stop_ids=(eot,),
                               samples_per_prompt=g, pad_id=0, mesh=job.mesh,
@@ -105,67 +101,45 @@ def run_rl(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict:
   logp_fn = rl_step.jit_logprobs(job.model_cfg, job.mesh, job.shardings.params, rl.temperature)
   loss_kw = dict(eps_low=rl.eps_low, eps_high=rl.eps_high, kl_coef=rl.kl_coef, agg=rl.agg,
                  dual_clip=rl.dual_clip or None)
-  train_fn = rl_step.jit_rl_train_step(job.model_cfg, job.mesh, job.tx, job.schedule, job.shardings,
-                                       loss_kw=loss_kw, temperature=rl.temperature,
-                                       grad_accum=c.train.grad_accum)
-  shardings = rl_step.rl_batch_shardings(job.mesh)
-  guard = Guard(c.train.on_nonfinite, c.train.max_consecutive_skips, 0.0)
-  preempt = Preemption()
-  evaluate = lambda params: rollout_lib.evaluate(params, eval_tasks, sample_fn=greedy_fn, tok=tok,
-                                                 rewards=rewards, rl=rl)
-  first_eval = last_eval = None
-  if step == 0 and c.train.eval_batches:
-    first_eval = evaluate(state.params)
-    writer.write(dict(step=0, **first_eval))
-  bar = train_loop._progress(progress and is_main, step, job.steps)
-  try:
-    while step < job.steps:
-      t0 = time.perf_counter()
-      rng = jax.random.fold_in(jax.random.PRNGKey(c.train.seed), step)
-      draws = [0]
+  step_fn = functools.partial(rl_step.rl_train_step, model=Granite(job.model_cfg), tx=job.tx,
+                              schedule=job.schedule, loss_kw=loss_kw, temperature=rl.temperature,
+                              grad_accum=c.train.grad_accum)
 
-      def draw_tasks(n, step=step):  # deterministic in (seed, step, draw)
-        r = np.random.default_rng([c.train.seed, step, draws[0]])
-        draws[0] += 1
-        return [train_tasks[i] for i in r.choice(len(train_tasks), n, replace=len(train_tasks) < n)]
+  def next_batch(state, position, step):
+    t0 = time.perf_counter()
+    rng = jax.random.fold_in(jax.random.PRNGKey(c.train.seed), step)
+    batch, stats = rollout_lib.rollout(state.params, ref_params, draw_tasks_fn(train_tasks, c.train.seed, position),
+                                       sample_fn=sample_fn, logp_fn=logp_fn, tok=tok, rewards=rewards,
+                                       rl=rl, rng=rng)
+    stats["_example"] = stats.pop("example")
+    return batch, dict(stats, rollout_sec=time.perf_counter() - t0)
 
-      batch, stats = rollout_lib.rollout(state.params, ref_params, draw_tasks, sample_fn=sample_fn,
-                                         logp_fn=logp_fn, tok=tok, rewards=rewards, rl=rl, rng=rng)
-      t_roll = time.perf_counter() - t0
-      batch = {k: jax.make_array_from_process_local_data(shardings[k], v) for k, v in batch.items()}
-      for _ in range(rl.ppo_epochs):
-        state, m = train_fn(state, batch)
-      step += 1
-      m = jax.device_get(m)
-      events = guard.check(step, float(m["loss"]), float(m["grad_norm"]), bool(m["skipped"]))
-      example = stats.pop("example")
-      record = dict(step=step, **{k: float(v) for k, v in m.items()}, **stats, **events,
-                    rollout_sec=t_roll, step_sec=time.perf_counter() - t0)
-      record["skipped"] = int(m["skipped"])
-      if c.train.eval_batches and (step % c.train.eval_every == 0 or step == job.steps):
-        last_eval = evaluate(state.params)
-        record.update(last_eval)
-      writer.write(record)  # RL steps are few and expensive: every step is logged
-      bar.update(1)
-      bar.set_postfix(reward=f"{stats['reward_mean']:.3f}", acc=f"{stats['accuracy']:.2f}",
-                      kl=f"{record['kl']:.4f}", len=f"{stats['response_len']:.1f}")
-      if is_main and step % c.train.log_every == 0:
-        bar.write(f"step {step}: reward {stats['reward_mean']:.3f} acc {stats['accuracy']:.2f} | {example!r}")
-      must_save = step % c.ckpt.every_steps == 0 or step == job.steps
-      stop = preempt.should_stop(step)
-      if must_save or stop:
-        ckpt.save(int(jax.device_get(state.step)), state)
-      if stop:
-        exit_preempted(step, ckpt, bar)
-  finally:
-    preempt.restore()
-  bar.close()
-  ckpt.close()
-  writer.close()
-  summary = dict(steps=job.steps, first_eval=first_eval, final_eval=last_eval, workdir=workdir,
-                 skipped_steps=guard.total_skipped)
-  if is_main and first_eval and last_eval:
-    print(f"done: {job.steps} RL steps; held-out greedy reward {first_eval['eval_reward_mean']:.3f} -> "
-          f"{last_eval['eval_reward_mean']:.3f}, accuracy {first_eval['eval_accuracy']:.3f} -> "
-          f"{last_eval['eval_accuracy']:.3f}; metrics in {writer.path}", flush=True)
-  return summary
+  def done_line(s):
+    first, last = s["first_eval"], s["final_eval"]
+    if not (first and last) or first is last:
+      return None
+    return (f"done: {job.steps} RL steps; held-out greedy reward {first['eval_reward_mean']:.3f} -> "
+            f"{last['eval_reward_mean']:.3f}, accuracy {first['eval_accuracy']:.3f} -> {last['eval_accuracy']:.3f}")
+
+  return session.Trainer(
+      step_fn=step_fn, batch_shardings=rl_step.rl_batch_shardings(job.mesh),
+      make_data=lambda: session.Position(next=0), next_batch=next_batch,
+      fresh_state=lambda: train_loop.fresh_state(job),
+      evaluate=lambda params: rollout_lib.evaluate(params, eval_tasks, sample_fn=greedy_fn, tok=tok,
+                                                   rewards=rewards, rl=rl),
+      eval_at_start=True, log_every=1, updates_per_step=rl.ppo_epochs,  # RL steps are few: log each
+      banner={"rl": f"{rl.prompts or 'demo ' + rl.demo_tasks} prompts ({len(train_tasks)}), "
+                    f"{rl.prompts_per_step} x {rl.samples_per_prompt} samples, response <= {rl.max_response_len}, "
+                    f"kl {rl.kl_coef}, clip ({rl.eps_low}, {rl.eps_high}), {rl.agg}, ref {ref_name}"},
+      record=lambda s, m, sec: dict(step_sec=sec),
+      postfix=lambda r: dict(reward=f"{r['reward_mean']:.3f}", acc=f"{r['accuracy']:.2f}",
+                             kl=f"{r['kl']:.4f}", len=f"{r['response_len']:.1f}"),
+      log_line=lambda r: (f"step {r['step']}: reward {r['reward_mean']:.3f} acc {r['accuracy']:.2f} | "
+                          f"{r['_example']!r}") if r["step"] % c.train.log_every == 0 else None,
+      done_line=done_line)
+
+
+def run_rl(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict:
+  job = train_loop.build(config)
+  validate_rl(config, job.mesh.shape.get("data", 1) * job.mesh.shape.get("fsdp", 1))
+  return session.run(job, workdir, trainer(job, get_tokenizer(config.data)), progress=progress)

@@ -48,3 +48,20 @@ class Guard:
     self.loss_ema = loss if self.loss_ema is None else (
         self.ema_decay * self.loss_ema + (1 - self.ema_decay) * loss)
     return events
+
+
+def apply_if_finite(state, grads, loss, tx):
+  """(new state, grad_norm, skipped): the optimizer update, unless the loss or the gradient
+  norm is non-finite; then params and optimizer state stay as they were (step still advances)."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  grad_norm = optax.global_norm(grads)
+  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  # Zero non-finite grads so the (discarded) update computation stays finite.
+  safe = jax.tree.map(lambda g: jnp.where(ok, g, 0.0), grads)
+  updates, opt_state = tx.update(safe, state.opt_state, state.params)
+  new = state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
+  new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state).replace(step=state.step + 1)
+  return new, grad_norm, 1 - ok.astype(jnp.int32)

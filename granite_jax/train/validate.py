@@ -43,6 +43,9 @@ def validate(c: ConfigDict, n_devices: int, process_count: int = 1) -> ModelConf
   _positive_int(c, "train", "eval_batches", 0)
   _positive_int(c, "ckpt", "every_steps")
   _positive_int(c, "ckpt", "max_to_keep")
+  for f in ("async_save", "verify_checksums"):
+    if not isinstance(c.ckpt.get(f, True), bool):
+      raise ValueError(f"ckpt.{f}={c.ckpt[f]!r} must be true or false")
   if c.train.tokens < 0:
     raise ValueError(f"train.tokens={c.train.tokens!r} must be >= 0 (0 = use train.steps)")
   if c.train.on_nonfinite not in ("skip", "stop"):

@@ -1,11 +1,16 @@
-"""Damaged checkpoints are detected at restore, named by step and path, and skipped for an older one."""
+"""Damaged checkpoints (truncated, bit-flipped at the same size, missing a file) are detected at
+restore by the per-process size + checksum manifests, named by step and path, set aside under
+damaged/, and skipped for an older one; a failed save leaves the older steps intact."""
+import json
 import os
+import zlib
 
 import jax
 import numpy as np
 import optax
 import pytest
 
+from granite_jax.ckpt import integrity
 from granite_jax.ckpt.manager import CheckpointError, Checkpointer, abstract_like
 from granite_jax.model import preset
 from granite_jax.sharding.mesh import make_mesh
@@ -35,15 +40,25 @@ def _biggest_file(step_dir):
   return max(files, key=os.path.getsize)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def damage_file(victim: str, how: str) -> None:
+  if how == "truncate":
+    with open(victim, "r+b") as f:
+      f.truncate(os.path.getsize(victim) // 2)
+  elif how == "flip":  # one bit, same size: only the checksum can tell
+    with open(victim, "r+b") as f:
+      f.seek(os.path.getsize(victim) // 2)
+      b = f.read(1)
+      f.seek(-1, os.SEEK_CUR)
+      f.write(bytes([b[0] ^ 0x10]))
+  else:
+    os.remove(victim)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
 def test_damaged_latest_falls_back_to_previous(saved, damage, capsys):
   d, states, abstract = saved
   victim = _biggest_file(os.path.join(d, "20"))
-  if damage == "truncate":
-    with open(victim, "r+b") as f:
-      f.truncate(os.path.getsize(victim) // 2)
-  else:
-    os.remove(victim)
+  damage_file(victim, damage)
   ck = Checkpointer(d)
   with pytest.raises(CheckpointError, match=r"step 20 .* damaged: (missing file|file) .*" + os.path.basename(victim)):
     ck.restore(20, abstract)
@@ -55,10 +70,62 @@ def test_damaged_latest_falls_back_to_previous(saved, damage, capsys):
   assert ck.all_steps() == [10] and os.path.isdir(os.path.join(d, "damaged", "20"))
   ck.save(20, states[20])
   ck.close()
+  assert Checkpointer(d).restore_latest_good(abstract, lambda: None)[0] == 20  # a fresh manifest
 
 
 def test_intact_checkpoint_verifies(saved):
   d, states, abstract = saved
+  step, state, _ = Checkpointer(d).restore_latest_good(abstract, lambda: None)
+  assert step == 20
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), jax.device_get(states[20].params))
+
+
+def test_step_without_manifest_is_restored_with_a_warning(saved, capsys):
+  d, _, abstract = saved
+  os.rename(integrity.manifest_dir(d, 20), os.path.join(d, "moved"))  # killed before recording it
+  assert Checkpointer(d).restore_latest_good(abstract, lambda: None)[0] == 20
+  out = capsys.readouterr().out
+  assert "step 20" in out and "no integrity manifest" in out
+
+
+def test_manifest_records_size_and_checksum_per_process(saved):
+  d, _, _ = saved
+  path = integrity.manifest_path(d, 20, 0, 1)
+  with open(path) as f:
+    m = json.load(f)
+  step_dir = os.path.join(d, "20")
+  on_disk = sorted(os.path.relpath(os.path.join(r, n), step_dir) for r, _, ns in os.walk(step_dir) for n in ns)
+  assert sorted(m["files"]) == on_disk  # one process wrote everything
+  for rel, (size, crc) in m["files"].items():
+    data = open(os.path.join(step_dir, rel), "rb").read()
+    assert size == len(data)
+    if m["algo"] == "crc32":  # an independent reference: zlib over the whole file at once
+      assert crc == zlib.crc32(data)
+
+
+def test_owner_splits_files_between_processes():
+  assert integrity.owner("state/ocdbt.process_3/d/abc") == 3
+  assert integrity.owner("data_iter/process_1-of-2.json") == 1
+  assert integrity.owner("state/_METADATA") == 0
+
+
+def test_checksums_off_records_sizes_only_and_misses_a_flip(saved):
+  d, states, abstract = saved
+  for step in (10, 20):  # re-record without checksums, as a run with ckpt.verify_checksums=False does
+    integrity.write_manifest(d, step, checksums=False)
+  damage_file(_biggest_file(os.path.join(d, "20")), "flip")
+  ck = Checkpointer(d, verify_checksums=False)
+  ck.check(20)  # the user chose to trust the storage: a same-size flip is not looked for
+  assert integrity.verify(d, 20, checksums=True) is None  # nothing recorded to compare with
+
+
+def test_failed_save_names_the_place_and_keeps_older_steps(saved, monkeypatch):
+  d, states, abstract = saved
+  monkeypatch.setenv("GRANITE_FAULT_SAVE_FAIL_STEP", "30")
+  ck = Checkpointer(d, async_save=False)
+  with pytest.raises(CheckpointError, match=f"saving checkpoint step 30 to {d} failed: .*No space left"):
+    ck.save(30, states[20])
+  ck.close()
   step, state, _ = Checkpointer(d).restore_latest_good(abstract, lambda: None)
   assert step == 20
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), jax.device_get(states[20].params))
