@@ -23,7 +23,8 @@ def _positive_int(c: ConfigDict, section: str, field: str, minimum: int = 1) -> 
   return v
 
 
-def validate(c: ConfigDict, n_devices: int, process_count: int = 1) -> ModelConfig:
+def validate(c: ConfigDict, n_devices: int, process_count: int = 1, data: bool = True) -> ModelConfig:
+  """`data=False` (the dry run) skips the data sources and tokenizer: nothing is read or built."""
   if c.preset not in PRESETS:
     raise ValueError(f"preset={c.preset!r} is not one of {sorted(PRESETS)}")
   model = ModelConfig.from_dict(c.model.to_dict())
@@ -62,6 +63,15 @@ def validate(c: ConfigDict, n_devices: int, process_count: int = 1) -> ModelConf
   if shape.get("context", 1) > 1 and seq_len % shape["context"]:
     raise ValueError(f"train.seq_len={seq_len} must be divisible by mesh context={shape['context']}")
 
+  if data:
+    _check_data(c, model)
+  check_model_chain(c, model)
+  if not math.isfinite(c.optim.peak_lr):
+    raise ValueError(f"optim.peak_lr={c.optim.peak_lr!r} must be finite")
+  return model
+
+
+def _check_data(c: ConfigDict, model: ModelConfig) -> None:
   if c.data.get("kind", "pretrain") == "sft":
     from granite_jax.sft.data import sft_sources
     for split in ("train", "eval") if c.train.eval_batches else ("train",):
@@ -75,10 +85,6 @@ def validate(c: ConfigDict, n_devices: int, process_count: int = 1) -> ModelConf
   vocab = get_tokenizer(c.data).get_vocab_size()
   if vocab > model.vocab_size:
     raise ValueError(f"data.tokenizer has {vocab} tokens, more than model.vocab_size={model.vocab_size}")
-  check_model_chain(c, model)
-  if not math.isfinite(c.optim.peak_lr):
-    raise ValueError(f"optim.peak_lr={c.optim.peak_lr!r} must be finite")
-  return model
 
 
 def check_model_chain(c: ConfigDict, model: ModelConfig) -> None:

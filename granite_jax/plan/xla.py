@@ -15,7 +15,7 @@ import subprocess
 import sys
 from typing import Any
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def xla_memory(model: dict[str, Any], mesh_shape: dict[str, int], global_batch: int, seq_len: int,
@@ -58,7 +58,7 @@ def measure_in_subprocess(jobs: list[dict[str, Any]], n_devices: int, timeout: i
   """Runs xla_memory(**job) for each job in one fresh process with `n_devices` fake CPU devices."""
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={n_devices}")
-  code = ("import json, sys; from granite_jax.plan_check import xla_memory; "
+  code = ("import json, sys; from granite_jax.plan.xla import xla_memory; "
           "jobs = json.load(sys.stdin); "
           "print('RESULT ' + json.dumps([xla_memory(**j) for j in jobs]))")
   r = subprocess.run([sys.executable, "-c", code], input=json.dumps(jobs), cwd=ROOT, env=env,
