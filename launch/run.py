@@ -31,7 +31,7 @@ def main(argv):
       config = dry_run.laid_out(_CONFIG.value)  # no explicit mesh: the stage's configs/gb200.py layout
     except ValueError as e:
       sys.exit(f"granite_jax: invalid config: {e}")
-    dry_run.prepare_devices(stages.devices(config))
+    dry_run.prepare_devices(stages.devices(dry_run.one_rack(config)))
     sys.exit(dry_run.dry_run(config))
   import jax
 
