@@ -1,7 +1,8 @@
 """docs/stages.md: every stage in configs/ x {3b, 8b, 30b} (where the recipe has it) on its GB200
 layout, dry-run: compiles, XLA GiB/GPU, planner GiB/GPU, fits.
 
-  nice -n 15 python -m granite_jax.plan.table > docs/stages.md     # ~1 h on 2 CPU cores
+  nice -n 15 python -m granite_jax.plan.table > docs/stages.md     # ~1 h on 2 quiet CPU cores
+  python -m granite_jax.plan.table --results=runs/stages.jsonl > docs/stages.md  # resumable
   python -m granite_jax.plan.table --presets=8b --stages=sft,rl_math
 
 Stages whose programs are identical (phases 1-4; the four RL stages) compile once.
@@ -12,6 +13,7 @@ import argparse
 import contextlib
 import datetime
 import io
+import os
 import subprocess
 import sys
 
@@ -20,24 +22,46 @@ from granite_jax.plan import dry_run, stages
 GIB = 2**30
 
 
-def collect(names, presets) -> list[dict]:
-  """Dry-runs every (stage, preset) in this process (it must not have started JAX's backend)."""
+def collect(names, presets, results_path: str = "", compile_missing: bool = True) -> list[dict]:
+  """Dry-runs every (stage, preset) in this process (it must not have started JAX's backend).
+
+  With `results_path` (JSONL), each result is appended as it comes and a rerun resumes: stages
+  already there are not compiled again (nor their twins with the same programs)."""
   import json
-  specs = [f"{s}:{p}" for s in names for p in presets]
-  out: list[dict] = []
+  old: list[dict] = []
+  if results_path and os.path.exists(results_path):
+    with open(results_path) as f:
+      old = [json.loads(line) for line in f if line.strip()]
+  have = {(r["stage"], r["preset"]) for r in old}
+  done: dict[str, list[dict]] = {}
+  for r in old:
+    if "key" in r and "same_as" not in r:
+      done.setdefault(r["key"], []).append(r)
+  specs = [(s, p, None) for s in names for p in presets if (s, p) not in have and compile_missing]
+  out: list[dict] = list(old)
+  sink = open(results_path, "a") if results_path else None
 
   class Split(io.TextIOBase):  # RESULT lines are collected, the progress goes to stderr
     def write(self, text):
       for line in text.splitlines(keepends=True):
         if line.startswith("RESULT "):
           out.append(json.loads(line[len("RESULT "):]))
+          if sink:
+            sink.write(line if line.endswith("\n") else line + "\n")
+            sink.flush()
         else:
           sys.stderr.write(line)
       return len(text)
 
-  with contextlib.redirect_stdout(Split()):
-    dry_run.main(specs)
-  return out
+  if specs:
+    with contextlib.redirect_stdout(Split()):
+      dry_run.run_specs(specs, done)
+  if sink:
+    sink.close()
+  order = {(s, p): i for i, (s, p) in enumerate((s, p) for s in names for p in presets)}
+  missing = [dict(stage=s, preset=p, program="-", error="not run: the dry run was stopped before this stage")
+             for (s, p) in order if not any((r["stage"], r["preset"]) == (s, p) for r in out)]
+  return sorted(out + missing, key=lambda r: order.get((r["stage"], r["preset"]), len(order)))
 
 
 def _commit() -> str:
@@ -94,8 +118,11 @@ def main(argv: list[str]) -> int:
   ap = argparse.ArgumentParser(prog="python -m granite_jax.plan.table", description=__doc__.split("\n")[0])
   ap.add_argument("--stages", default=",".join(stages.STAGES))
   ap.add_argument("--presets", default=",".join(stages.PRESETS))
+  ap.add_argument("--results", default="", help="JSONL of results: appended as they come; a rerun resumes")
+  ap.add_argument("--render_only", action="store_true", help="only render --results (no compiles)")
   a = ap.parse_args(argv)
-  results = collect(a.stages.split(","), a.presets.split(","))
+  names, presets = a.stages.split(","), a.presets.split(",")
+  results = collect(names, presets, a.results, compile_missing=not a.render_only)
   sys.stdout.write(render(results))
   return 0
 
