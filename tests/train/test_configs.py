@@ -150,3 +150,25 @@ def test_lce_stages_declare_theta_and_length(tmp_path):
   c.model_changes = "rope_theta"
   with pytest.raises(ValueError, match="model.max_seq_len=4096 in the checkpoint vs 32768"):
     check_model_chain(c, ModelConfig.from_dict(c.model.to_dict()))
+
+
+@pytest.mark.parametrize("layout", ["run", "hf_import"])
+def test_model_config_is_found_where_runs_and_imports_write_it(tmp_path, layout):
+  import json
+
+  from granite_jax.ckpt.model_config import check_inherits
+  model = load("phase2").model.to_dict()
+  if layout == "run":  # WORKDIR/model_config.json beside WORKDIR/ckpt (also merged/ckpt)
+    ckpt = _ckpt_with_model(tmp_path, dict(model, logits_scaling=2.0))
+  else:  # `python -m granite_jax.ckpt.hf import HF_DIR CKPT_DIR`: CKPT_DIR/model_config.json
+    ckpt = tmp_path / "imported"
+    ckpt.mkdir()
+    (ckpt / "model_config.json").write_text(json.dumps(dict(model, logits_scaling=2.0)))
+  with pytest.raises(ValueError, match="model.logits_scaling=2.0 in the checkpoint vs 1.0 in the config"):
+    check_inherits(str(ckpt), model)
+
+
+def test_unknown_model_change_is_named(tmp_path):
+  from granite_jax.ckpt.model_config import check_inherits
+  with pytest.raises(ValueError, match=r"\['dtype'\] are not network fields"):
+    check_inherits(str(tmp_path), {}, "rope_theta,dtype")
