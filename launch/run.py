@@ -51,6 +51,9 @@ def main(argv):
   if jax.process_index() == 0:
     print(f"granite_jax | {xla_profile.describe(xla_cfg, applied)}"
           + (f" | distributed {dist.describe()}" if dist else ""), flush=True)
+    if config.get("gb200"):  # the layout, and any change it made to the recipe's batch
+      from configs import gb200
+      print(f"granite_jax | {gb200.describe(config)}", flush=True)
   try:  # bad input: one line naming the field, not a traceback
     validate(config, jax.device_count(), jax.process_count())
     if config.mesh.get("dcn_shape"):

@@ -140,7 +140,9 @@ def dry_run(c: ConfigDict, hbm_gb: float = HBM_GB) -> int:
   """The whole dry run of one config, printed; 0 when every program compiles and fits."""
   from configs import gb200  # noqa: F401 - launch/run.py put the repo root on sys.path
   print(f"granite_jax | dry run {c.name}:{c.preset} | {stages.devices(c)} fake CPU devices, mesh "
-        f"{stages.describe_mesh(c)} | batch {c.train.global_batch} x {c.train.seq_len}", flush=True)
+        f"{stages.describe_mesh(c)} | batch {c.train.global_batch} x {c.train.seq_len} | model rope_theta "
+        f"{c.model.rope_theta:g}, max_seq_len {c.model.max_seq_len}"
+        + (f", from {c.init_from}" if c.get("init_from") else ""), flush=True)
   line = gb200.describe(c)
   if line:
     print(f"  {line}", flush=True)
