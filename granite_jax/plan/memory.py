@@ -176,8 +176,13 @@ def sampler_memory(cfg: ModelConfig, mesh: Mapping[str, int], rows: int, prompt_
   kv = 2 * cfg.n_layers * b * (prompt_len + new_tokens - 1) * k_l * cfg.head_dim * ab
   prefill = LAYER_BUFFERS * b * prompt_len * (2 * cfg.d_model + 3 * cfg.d_ff / tp) * ab
   logits = LOGIT_BUFFERS * b * cfg.vocab_size / tp * 4
+  # Prefill attends over the whole cache; dense kernels ("xla"/"jax", what cuDNN runs on the cache
+  # path) hold f32 scores [b, heads, prompt, cache] and their softmax.
+  cache_len = prompt_len + new_tokens - 1
+  attention = 0.0 if cfg.attention_impl in FLASH_IMPLS else \
+      2 * b * cfg.n_heads / tp * prompt_len * cache_len * 4
   return Memory(params=p_dev * (pb + (ab if split_layers else 0)), opt_state=0.0, grads=0.0,
-                residuals=0.0, layer=layer_params / tp * ab + prefill, attention=0.0, logits=logits,
+                residuals=0.0, layer=layer_params / tp * ab + prefill, attention=attention, logits=logits,
                 kv_cache=kv)
 
 
