@@ -47,7 +47,7 @@ def collect(names, presets, results_path: str = "", compile_missing: bool = True
         if line.startswith("RESULT "):
           out.append(json.loads(line[len("RESULT "):]))
           if sink:
-            sink.write(line if line.endswith("\n") else line + "\n")
+            sink.write(json.dumps(out[-1]) + "\n")
             sink.flush()
         else:
           sys.stderr.write(line)
