@@ -62,6 +62,8 @@ CP_HIDDEN_BUFFERS = 3.25
 LAYER_BUFFERS = 0.5      # one layer's rematerialized activations beyond the above
 SCORE_BUFFERS = 1.0      # f32 scores of xla attention (softmax fused into them)
 FLASH_TILE_BUFFERS = 4.0  # f32 block x block tiles per query block in flight
+# Read off one compile each (8B RL rollout and log-probs on 64 GPUs, docs/stages.md): rough.
+PREFILL_SCORE_BUFFERS = 4.0  # 8B rollout prefill: XLA 165.5 GiB, 4.3 score-sized buffers
 FORWARD_LOGIT_BUFFERS = 1.0  # forward-only log-probs: 8B RL at 16 x 8192 tokens/GPU, XLA 55.4 GiB
 
 
@@ -177,10 +179,10 @@ def sampler_memory(cfg: ModelConfig, mesh: Mapping[str, int], rows: int, prompt_
   prefill = LAYER_BUFFERS * b * prompt_len * (2 * cfg.d_model + 3 * cfg.d_ff / tp) * ab
   logits = LOGIT_BUFFERS * b * cfg.vocab_size / tp * 4
   # Prefill attends over the whole cache; dense kernels ("xla"/"jax", what cuDNN runs on the cache
-  # path) hold f32 scores [b, heads, prompt, cache] and their softmax.
+  # path) hold f32 scores [b, heads, prompt, cache], masked, exponentiated and normalized.
   cache_len = prompt_len + new_tokens - 1
   attention = 0.0 if cfg.attention_impl in FLASH_IMPLS else \
-      2 * b * cfg.n_heads / tp * prompt_len * cache_len * 4
+      PREFILL_SCORE_BUFFERS * b * cfg.n_heads / tp * prompt_len * cache_len * 4
   return Memory(params=p_dev * (pb + (ab if split_layers else 0)), opt_state=0.0, grads=0.0,
                 residuals=0.0, layer=layer_params / tp * ab + prefill, attention=attention, logits=logits,
                 kv_cache=kv)

@@ -116,8 +116,8 @@ def rl_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
   Pn, N, G = rl.prompts_per_step, rl.max_response_len, rl.samples_per_prompt
   # Prefill and decode attend over the KV cache (model/attention.py `_decode`), where cuDNN runs
   # XLA's dense attention ("jax"): the CPU compiles that same path, not the blockwise stand-in.
-  cfg = sampler_model(c, cfg)
-  sampler = make_sampler(cfg, max_new_tokens=N, stop_ids=(1,), samples_per_prompt=G, pad_id=0, mesh=mesh,
+  s_cfg = sampler_model(c, cfg)
+  sampler = make_sampler(s_cfg, max_new_tokens=N, stop_ids=(1,), samples_per_prompt=G, pad_id=0, mesh=mesh,
                          param_shardings=shardings.params)
   jitted = getattr(sampler, "jitted", None)
   if jitted is None:  # same program as make_sampler's, re-jitted to get at .lower()
@@ -125,7 +125,7 @@ def rl_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
 
     import flax.linen as nn
     rules = rules_for(mesh)
-    fn = functools.partial(sample, cfg=cfg, max_new_tokens=N, stop_ids=(1,), samples_per_prompt=G, pad_id=0)
+    fn = functools.partial(sample, cfg=s_cfg, max_new_tokens=N, stop_ids=(1,), samples_per_prompt=G, pad_id=0)
     batch_axes = dict(rules)["act_batch"]
     row, rows_, rep = (NamedSharding(mesh, P(batch_axes, None)), NamedSharding(mesh, P(batch_axes)),
                        NamedSharding(mesh, P()))
