@@ -51,7 +51,16 @@ FLASH_IMPLS = ("cudnn", "blockwise", "ring", "allgather")
 # They describe what XLA keeps live at once; they are not derivable from the model.
 GRAD_BUFFERS = 2.25      # gradient shards (f32): raw, / n_tokens, non-finite-guarded, partly fused
 RESIDUAL_BUFFERS = 2.0   # per saved layer input: the stacked scan carry and its cotangent
-LOGIT_BUFFERS = 3.0      # f32 logits, the log-softmax cotangent and their temporaries
+
+def _jaxlib_version() -> tuple[int, ...]:
+  import jaxlib
+  return tuple(int(x) for x in jaxlib.__version__.split(".")[:2] if x.isdigit())
+
+
+# f32 logits, the log-softmax cotangent and their temporaries (unchunked loss). XLA 0.12 fuses
+# one of them: the same step's temporaries drop by exactly one f32 [b, t, vocab] buffer, at
+# 1K and 2K tokens, 2-8 layers (jaxlib 0.10.2: 3; 0.12.0.1: 2; 0.11 not measured).
+LOGIT_BUFFERS = 3.0 if _jaxlib_version() < (0, 12) else 2.0
 EMBED_BUFFERS = 1.0      # tied embedding gathered for the head (its cotangent reuses the grads)
 # Chunked cross-entropy (model.loss_chunk): f32 [b, chunk, V] blocks live at once (XLA
 # overlaps several iterations' logits and cotangents), and with context parallelism f32
