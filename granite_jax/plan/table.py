@@ -107,8 +107,9 @@ def render(results: list[dict]) -> str:
     key = (r["stage"], r["preset"])
     if r.get("batch_note") and ("batch", key) not in [n[:2] for n in notes]:
       notes.append(("batch", key, f"{r['stage']}:{r['preset']}: layout changes the batch: {r['batch_note']}"))
-    if not r.get("fits") and r.get("does_not_fit") and ("fit", key) not in [n[:2] for n in notes]:
-      notes.append(("fit", key, f"{r['stage']}:{r['preset']} does not fit. What to change: {r['does_not_fit']}"))
+    advice = stages._configs().DOES_NOT_FIT.get(key) or r.get("does_not_fit")
+    if not r.get("fits") and advice and ("fit", key) not in [n[:2] for n in notes]:
+      notes.append(("fit", key, f"{r['stage']}:{r['preset']} does not fit. What to change: {advice}"))
   if notes:
     lines += ["", "Notes (from configs/gb200.py):", ""] + [f"- {n[2]}" for n in notes]
   return "\n".join(lines) + "\n"
