@@ -87,6 +87,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
 
   c.merge = merge_config()
   c.init_from = ""  # checkpoint directory of the previous stage: params only, fresh optimizer
+  # The network (shapes, multipliers, RoPE, max length) comes from init_from's model_config.json;
+  # fields this stage changes on purpose are listed here, "a,b" (granite_jax/ckpt/model_config.py).
+  c.model_changes = ""
   return c
 
 

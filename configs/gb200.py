@@ -1,9 +1,9 @@
-"""GB200 NVL72 layouts: `--config=configs/gb200.py:PHASE,PRESET,RACKS[,long]` (e.g. `phase2,8b,16`).
+"""GB200 NVL72 layouts: `--config=configs/gb200.py:STAGE,PRESET,RACKS[,long]` (e.g. `phase2,8b,16`).
 
-Wraps a recipe stage config (configs/<PHASE>.py) with the multi-host mesh,
-jax.distributed and XLA settings for RACKS racks of 72 GPUs (18 trays x 4).
-launch/slurm_gb200.sbatch uses it; `python -m granite_jax.plan` gives the
-memory and step time of each layout (docs/planner.md).
+Wraps any recipe stage config (configs/<STAGE>.py: phases, LCE, SFT, reward model, RL) with the
+multi-host mesh, jax.distributed and XLA settings for RACKS racks of 72 GPUs (18 trays x 4).
+launch/slurm_gb200.sbatch uses it; `launch/run.py --config=configs/gb200.py:... --dry_run`
+compiles the stage on its layout and prints its memory (docs/stages.md).
 
 Why these meshes:
 - Inside a rack all 72 GPUs share one NVLink domain (1.8 TB/s each); racks talk
@@ -13,60 +13,148 @@ Why these meshes:
   data-parallel gradient all-reduce, once per step, crosses racks
   (`mesh.dcn_shape = (racks, 1, 1)`).
 - 72 = 9 x 8, and every parameter dimension of the presets is a power of two,
-  so parameters can be split at most 8 ways inside a rack: FSDP=8 (two trays);
-  the factor 9 is a data axis inside the rack (still NVLink). Tensor
-  parallelism is not needed at these sizes: the planner puts 30B at ~92 GiB
-  per GPU with FSDP=8 for pretraining (186 GB HBM); `tensor=2/4` (within a
-  4-GPU tray) would trade activation memory for per-layer all-reduces.
-- The global batch must divide by data x fsdp = 72 x racks, so the recipe's
-  1024 sequences become the next multiple (1152 on 16 racks, +12.5% tokens per
-  step; set train.global_batch to change it).
-- Long-context extension (512K) splits each sequence 8 ways (context) and the
-  parameters 8 ways (FSDP): 2^19 tokens cannot be split 9 ways, so it runs on
-  16 of the 18 trays per rack (64 GPUs; `LCE_ICI`, sbatch --segment=16).
+  so parameters split at most 8 ways inside a rack: FSDP=8 (two trays).
+- Pretraining (phases 1-4) uses the whole rack: the factor 9 is a data axis
+  (still NVLink). The report gives no pretraining batch; ours (1024) becomes the
+  next multiple of 72 x racks (1152 on 16 racks) and the banner says so.
+- Every other stage keeps the report's batch exactly, so it runs on 16 of the 18
+  trays (64 GPUs, data=8 x fsdp=8; sbatch --segment=16): SFT is the report's own
+  16 nodes x 4 GB200 with 256 sequences per step; RL 64 prompts x 16 samples = 1024
+  sequences, one per GPU per micro-batch (train.grad_accum = 1024 / 64); the reward
+  model 256 pairs. A layout that would change a stage's batch is refused with the
+  rack counts that keep it.
+- Long-context extension splits each sequence over `context` GPUs (configs/lce_32k.py
+  REAL_CONTEXT) next to FSDP=8 on 64 GPUs per rack (30B at 512K: fsdp=2 x tensor=4, see
+  PRESET_ICI); `long` gives a pretraining phase the 512K layout (data=1 x fsdp=8 x context=8).
 """
 import importlib
 import math
+
+from ml_collections import ConfigDict
 
 from configs import base
 
 GPUS_PER_RACK = 72
 NODES_PER_RACK = 18  # trays of 4 GPUs
-ICI = {"3b": (9, 8, 1), "8b": (9, 8, 1), "30b": (9, 8, 1)}  # (data, fsdp, tensor) inside one rack
-# Long context, 64 GPUs per rack. XLA's estimate at 512K (docs/long_context.md): 8B 96 GiB per GPU;
-# 30B 198 GiB, over the 186 GB HBM (needs more context shards or offloading; not done).
-LCE_ICI = {"3b": (1, 8, 1, 8), "8b": (1, 8, 1, 8), "30b": (1, 8, 1, 8)}  # (data, fsdp, tensor, context)
+GPUS_PER_NODE = 4
+# (data, fsdp, tensor[, context]) inside one rack, by stage kind.
+ICI = {
+    "pretrain": (9, 8, 1),
+    "long": (1, 8, 1, 8),
+    "lce_32k": (8, 8, 1, 1),
+    "lce_128k": (2, 8, 1, 4),
+    "lce_512k": (1, 8, 1, 8),
+    "sft": (8, 8, 1),
+    "reward_model": (8, 8, 1),
+    "rl": (8, 8, 1),
+}
+LCE_ICI = ICI["long"]  # (kept for callers of the old name)
+# Per-size exceptions, with the reason; the dry run (docs/stages.md) checks each.
+PRESET_ICI = {
+    # data=1 x fsdp=8 x context=8 needs ~166 GiB per GPU for 30B at 512K (XLA, docs/planner.md),
+    # over the ~165 GiB usable: the chunked loss gathers the whole 512K sequence's f32 hidden
+    # states on every GPU. Tensor=4 inside a tray splits them and the layers 4 ways (XLA ~143 GiB
+    # for one sequence per data rank); data x fsdp = 2 ranks take the 8 sequences in 4 micro-batches.
+    ("lce_512k", "30b"): ((1, 2, 4, 8), 4),
+}
+# Stages that do not fit on their layout as the recipe stands, and what to change. The dry run
+# (launch/run.py --dry_run) and docs/stages.md print this next to the memory that does not fit.
+DOES_NOT_FIT: dict = {}
+
+
+def stage_kind(c) -> str:
+  if c.get("rl"):
+    return "rl"
+  if c.get("reward_model"):
+    return "reward_model"
+  if c.data.get("kind") == "sft":
+    return "sft"
+  if c.name in ICI:
+    return c.name  # lce_32k / lce_128k / lce_512k
+  return "pretrain"
+
+
+def _racks_keeping(batch: int, dp_per_rack: int, limit: int = 64) -> list[int]:
+  return [r for r in range(1, limit + 1) if batch % (dp_per_rack * r) == 0]
 
 
 def apply(c, racks: int, long_context: bool = False):
-  """Sets c.mesh / c.distributed / c.xla (and the batch) for `racks` GB200 NVL72 racks."""
+  """Sets c.mesh / c.distributed / c.xla (and, for pretraining, the batch) for `racks` racks.
+
+  Raises ValueError when the layout would change the batch of a stage whose batch is the
+  report's (SFT, reward model, RL, LCE). Records the layout in `c.gb200` (printed at start).
+  """
   if racks < 1:
-    raise ValueError(f"racks={racks} must be >= 1")
+    raise ValueError(f"configs/gb200.py: racks={racks} must be >= 1")
+  kind = stage_kind(c)
   if long_context:
-    axes, ici = ("data", "fsdp", "tensor", "context"), LCE_ICI[c.preset]
-  else:
-    axes, ici = ("data", "fsdp", "tensor"), ICI[c.preset]
+    if kind != "pretrain":
+      raise ValueError(f"configs/gb200.py: `long` is for the pretraining phases; {c.name} has its own layout")
+    kind = "long"
+  ici = ICI[kind]
+  if kind != "long" and (c.name, c.preset) in PRESET_ICI:
+    ici, c.train.grad_accum = PRESET_ICI[(c.name, c.preset)]
+  axes = ("data", "fsdp", "tensor", "context")[:len(ici)]
   c.mesh.axes = axes
   c.mesh.shape = (ici[0] * racks, *ici[1:])
   c.mesh.dcn_shape = (racks,) + (1,) * (len(ici) - 1)
+  gpus_per_rack = math.prod(ici)
   c.distributed.per_process = "gpu"
-  c.distributed.nodes_per_slice = math.prod(ici) // 4  # trays per rack actually used
+  c.distributed.nodes_per_slice = gpus_per_rack // GPUS_PER_NODE  # trays per rack actually used
   c.xla.profile = "gb200"
-  if long_context:
+  if len(ici) == 4 and ici[3] > 1:
     c.model.attention_impl = "allgather"
-  dp = ici[0] * ici[1] * racks
-  c.train.global_batch = -(-c.train.global_batch // dp) * dp  # round up to a multiple of data x fsdp
+  dp_rack = ici[0] * ici[1]
+  dp = dp_rack * racks
+  batch, note = c.train.global_batch, ""
+  if kind == "rl":
+    if c.rl.prompts_per_step % dp:
+      raise ValueError(
+          f"configs/gb200.py: {c.name} draws rl.prompts_per_step={c.rl.prompts_per_step} prompts per step "
+          f"and each of the {dp} data-parallel ranks of {racks} rack(s) needs whole prompts; racks that keep "
+          f"the recipe's {c.rl.prompts_per_step} x {c.rl.samples_per_prompt}: "
+          f"{_racks_keeping(c.rl.prompts_per_step, dp_rack)}")
+    c.train.grad_accum = batch // dp  # one sequence per GPU per micro-batch
+  if batch % (dp * c.train.grad_accum):
+    if kind not in ("pretrain", "long"):
+      keep = _racks_keeping(batch // c.train.grad_accum, dp_rack)
+      raise ValueError(
+          f"configs/gb200.py: {c.name} keeps the recipe's batch of {batch} sequences per step, which "
+          f"{racks} rack(s) x {dp_rack} data-parallel GPUs (x grad_accum {c.train.grad_accum}) do not "
+          f"divide; use RACKS in {keep} (or set --config.train.global_batch on purpose)")
+    new = -(-batch // (dp * c.train.grad_accum)) * dp * c.train.grad_accum
+    note = (f"train.global_batch {batch} -> {new} (a multiple of data x fsdp = {dp}; "
+            f"{new * c.train.seq_len / 2**20:.2f}M tokens per step)")
+    c.train.global_batch = new
+  c.gb200 = ConfigDict(dict(stage=kind, racks=racks, gpus=gpus_per_rack * racks,
+                            gpus_per_rack=gpus_per_rack, batch_note=note,
+                            does_not_fit=DOES_NOT_FIT.get((c.name, c.preset), "")))
   return c
+
+
+def describe(c) -> str:
+  """One line for the start banner: GPUs, mesh and any change this layout made to the recipe."""
+  g = c.get("gb200")
+  if not g:
+    return ""
+  mesh = " x ".join(f"{a}={s}" for a, s in zip(c.mesh.axes, c.mesh.shape))
+  out = (f"gb200 {g.racks} rack(s) x {g.gpus_per_rack} GPUs = {g.gpus} ({mesh}; "
+         f"{g.gpus_per_rack // GPUS_PER_NODE} of {NODES_PER_RACK} trays per rack)")
+  return out + (f" | CHANGED {g.batch_note}" if g.batch_note else " | recipe batch kept")
 
 
 def get_config(arg: str | None = None):
   parts = (arg or "phase2,8b,1").split(",")
-  if len(parts) not in (3, 4) or parts[3:] not in ([], ["long"]):
-    raise ValueError(f"configs/gb200.py:{arg}: expected PHASE,PRESET,RACKS[,long]")
-  phase, preset, racks = parts[:3]
-  if preset not in ICI:
-    raise ValueError(f"configs/gb200.py: preset {preset!r} is not one of {sorted(ICI)}")
-  c = importlib.import_module(f"configs.{phase}").get_config(preset)
+  if len(parts) not in (3, 4) or parts[3:] not in ([], ["long"]) or not parts[2].isdigit():
+    raise ValueError(f"configs/gb200.py:{arg}: expected STAGE,PRESET,RACKS[,long]")
+  stage, preset, racks = parts[:3]
+  if preset not in ("3b", "8b", "30b"):
+    raise ValueError(f"configs/gb200.py: preset {preset!r} is not one of ['30b', '3b', '8b']")
+  try:
+    module = importlib.import_module(f"configs.{stage}")
+  except ModuleNotFoundError as e:
+    raise ValueError(f"configs/gb200.py: no stage config configs/{stage}.py") from e
+  c = module.get_config(preset)
   if base.is_tiny(c.preset):
     raise ValueError("configs/gb200.py is for the real sizes")
   return apply(c, int(racks), long_context=parts[3:] == ["long"])

@@ -15,6 +15,20 @@ REAL_LENGTH = {"lce_32k": 32_768, "lce_128k": 131_072, "lce_512k": 524_288}
 REAL_CONTEXT = {"lce_32k": 1, "lce_128k": 4, "lce_512k": 8}  # 512K: 96 GiB/GPU for 8B (docs/long_context.md)
 # Token budgets: the report does not give them; these are our defaults.
 REAL_TOKENS = {"lce_32k": 60e9, "lce_128k": 30e9, "lce_512k": 10e9}
+# The last long-context stage of each size (the report takes 3B to 128K only): the base model
+# every later stage (SFT, reward model, RL) starts from, and so the network they must run.
+LAST_LCE = {"3b": "lce_128k", "8b": "lce_512k", "30b": "lce_512k"}
+
+
+def post_lce_model(c):
+  """SFT / reward model / RL at real sizes run the post-LCE network: RoPE theta 1e7 and the
+  length the base model was extended to (`max_seq_len` >= their sequence). `tiny` chains from
+  the pretraining phases (README), so it keeps their theta and length."""
+  if not base.is_tiny(c.preset):
+    last = LAST_LCE[c.preset]
+    c.model.rope_theta = ROPE_THETA[last]
+    c.model.max_seq_len = REAL_LENGTH[last]
+  return c
 
 
 def lce_config(name: str, arg: str | None):
@@ -25,6 +39,7 @@ def lce_config(name: str, arg: str | None):
   c.train.seq_len = length
   c.model.max_seq_len = length
   c.model.rope_theta = ROPE_THETA[name]
+  c.model_changes = "rope_theta,max_seq_len"  # on purpose: the point of the stage
   # ~4M tokens per step at every length (tiny: 8K tokens per step).
   c.train.global_batch = max(1, (8192 if tiny else 4 * 1024 * 1024) // length)
   c.optim.schedule = "exponential"

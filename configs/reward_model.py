@@ -9,16 +9,18 @@ above the real one, because a 4M-parameter model from a short SFT needs the larg
 from ml_collections import ConfigDict
 
 from configs import base
+from configs.lce_32k import post_lce_model
 
 
 def get_config(arg: str | None = None):
-  c = base.get_config(arg)
+  c = post_lce_model(base.get_config(arg))  # starts from SFT: the post-LCE network
   c.name = "reward_model"
   tiny = base.is_tiny(c.preset)
   c.data.kind = "sft"  # only the tokenizer is read from `data`
   c.data.sft = ConfigDict(dict(sources="", eval_sources=""))
   c.reward_model = ConfigDict(dict(pairs="", eval_pairs="", n_pairs=2000, n_eval_pairs=128))
-  c.train.seq_len = 128 if tiny else 4096
+  # It scores RL sequences (prompt + response, context 8192 in the report), so it trains at that length.
+  c.train.seq_len = 128 if tiny else 8192
   c.train.global_batch = 16 if tiny else 256  # pairs per step
   c.train.steps = 60 if tiny else 2000
   c.train.eval_every = 20 if tiny else 200

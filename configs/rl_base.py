@@ -9,13 +9,14 @@ Stages chain with `--config.init_from=<previous stage>/ckpt`; `--config.rl.ref_f
 from ml_collections import ConfigDict
 
 from configs import base
+from configs.lce_32k import post_lce_model
 
 REPORT_SAMPLES, REPORT_BATCH, REPORT_CONTEXT = 16, 1024, 8192
 
 
 def rl_config(arg, *, name: str, lr: float, kl_coef: float, steps: int, tiny_steps: int,
               demo_tasks: str, tiny_lr: float = 1e-4):
-  c = base.get_config(arg)
+  c = post_lce_model(base.get_config(arg))  # SFT's network: RoPE theta 1e7, post-LCE length
   c.name = name
   c.data.kind = "sft"  # only the tokenizer (and the demo SFT files) are read from `data`
   c.data.sft = ConfigDict(dict(sources="", eval_sources=""))

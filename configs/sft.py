@@ -3,18 +3,20 @@ sequence 16,384, 256 packed sequences per step (~4.2M tokens), as in the report.
 
 Data: `--config.data.sft.sources=/data/sft/*.jsonl` (and `eval_sources`), conversations in
 the `messages` format, rendered with the Granite chat template; only assistant tokens train.
-Start from the base model: `--config.init_from=runs/lce_128k/merged/ckpt` (or any stage).
+Start from the base model: `--config.init_from=runs/lce_512k/merged/ckpt` (3B: lce_128k), whose
+network (RoPE theta 1e7, its max length) the real sizes run (`post_lce_model`).
 `tiny` trains on a generated demo set (arithmetic, tool calls, instructions).
 """
 from ml_collections import ConfigDict
 
 from configs import base
+from configs.lce_32k import post_lce_model
 
 REPORT_STEPS = 25_000  # "linear decay over ~25K steps" for ~4.1M samples x 3 epochs
 
 
 def get_config(arg: str | None = None):
-  c = base.get_config(arg)
+  c = post_lce_model(base.get_config(arg))  # starts from the last LCE stage's merged model
   c.name = "sft"
   c.data.kind = "sft"
   c.data.sft = ConfigDict(dict(sources="", eval_sources=""))  # "" = the demo SFT set

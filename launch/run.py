@@ -16,12 +16,23 @@ from ml_collections import config_flags  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file("config", os.path.join(_ROOT, "configs", "phase2.py"),
                                           "Recipe stage config file, optionally ':<preset>'.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default runs/<config name>).")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Validate, build the real mesh from fake CPU devices and compile "
+                             "every program of the stage from abstract inputs; print memory per GPU "
+                             "(granite_jax/plan/dry_run.py). Nothing is allocated or read.")
 
 
 def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:  # Orbax logs every save at INFO; keep the console readable
     logging.set_verbosity(logging.WARNING)
+  if _DRY_RUN.value:  # before JAX's backend starts: fake CPU devices for the whole mesh
+    from granite_jax.plan import dry_run, stages
+    try:
+      config = dry_run.laid_out(_CONFIG.value)  # no explicit mesh: the stage's configs/gb200.py layout
+    except ValueError as e:
+      sys.exit(f"granite_jax: invalid config: {e}")
+    dry_run.prepare_devices(stages.devices(dry_run.one_rack(config)))
+    sys.exit(dry_run.dry_run(config))
   import jax
 
   from granite_jax.train.loop import run
@@ -40,6 +51,9 @@ def main(argv):
   if jax.process_index() == 0:
     print(f"granite_jax | {xla_profile.describe(xla_cfg, applied)}"
           + (f" | distributed {dist.describe()}" if dist else ""), flush=True)
+    if config.get("gb200"):  # the layout, and any change it made to the recipe's batch
+      from configs import gb200
+      print(f"granite_jax | {gb200.describe(config)}", flush=True)
   try:  # bad input: one line naming the field, not a traceback
     validate(config, jax.device_count(), jax.process_count())
     if config.mesh.get("dcn_shape"):

@@ -31,13 +31,13 @@ from ml_collections import ConfigDict
 from granite_jax.ckpt.manager import Checkpointer, abstract_like
 from granite_jax.optim import describe_schedule, make_optimizer
 from granite_jax.sharding.mesh import mesh_from_config
+from granite_jax.sharding.jit import mesh_context
 from granite_jax.sharding.rules import rules_for
 from granite_jax.train import faults
 from granite_jax.train import state as state_lib
 from granite_jax.train.guards import Guard, NonFiniteError
 from granite_jax.train.metrics import MetricsWriter
 from granite_jax.train.preemption import Preemption, exit_preempted
-from granite_jax.train.step import _mesh_context
 from granite_jax.train.validate import validate
 
 
@@ -149,7 +149,7 @@ def mesh_jit(fn, mesh, **jit_kw):
   jitted = jax.jit(traced, **jit_kw)
 
   def call(*args):
-    with _mesh_context(mesh):
+    with mesh_context(mesh):
       return jitted(*args)
   call.jitted = jitted
   return call

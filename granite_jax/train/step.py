@@ -151,6 +151,3 @@ def jit_eval_step(cfg: ModelConfig, mesh: Mesh, param_shardings) -> Callable:
                    out_shardings=NamedSharding(mesh, P()))
   return with_mesh(jitted, mesh)
 
-
-# plan_check.py (moving into granite_jax/plan/) still calls this name; new code: sharding.jit.mesh_context.
-_mesh_context = mesh_context

@@ -24,7 +24,8 @@ def _positive_int(c: ConfigDict, section: str, field: str, minimum: int = 1) -> 
   return v
 
 
-def validate(c: ConfigDict, n_devices: int, process_count: int = 1) -> ModelConfig:
+def validate(c: ConfigDict, n_devices: int, process_count: int = 1, data: bool = True) -> ModelConfig:
+  """`data=False` (the dry run) skips the data sources and tokenizer: nothing is read or built."""
   if c.preset not in PRESETS:
     raise ValueError(f"preset={c.preset!r} is not one of {sorted(PRESETS)}")
   model = ModelConfig.from_dict(c.model.to_dict())
@@ -66,6 +67,15 @@ def validate(c: ConfigDict, n_devices: int, process_count: int = 1) -> ModelConf
   if shape.get("context", 1) > 1 and seq_len % shape["context"]:
     raise ValueError(f"train.seq_len={seq_len} must be divisible by mesh context={shape['context']}")
 
+  if data:
+    _check_data(c, model)
+  check_model_chain(c, model)
+  if not math.isfinite(c.optim.peak_lr):
+    raise ValueError(f"optim.peak_lr={c.optim.peak_lr!r} must be finite")
+  return model
+
+
+def _check_data(c: ConfigDict, model: ModelConfig) -> None:
   if c.data.get("kind", "pretrain") == "sft":
     from granite_jax.data.chat_pipeline import sft_sources
     for split in ("train", "eval") if c.train.eval_batches else ("train",):
@@ -79,30 +89,22 @@ def validate(c: ConfigDict, n_devices: int, process_count: int = 1) -> ModelConf
   vocab = get_tokenizer(c.data).get_vocab_size()
   if vocab > model.vocab_size:
     raise ValueError(f"data.tokenizer has {vocab} tokens, more than model.vocab_size={model.vocab_size}")
-  if c.init_from and not os.path.isdir(c.init_from):
-    raise ValueError(f"init_from={c.init_from!r}: no such checkpoint directory")
-  if c.init_from:
-    _check_init_from_shapes(c.init_from, model)
-  if not math.isfinite(c.optim.peak_lr):
-    raise ValueError(f"optim.peak_lr={c.optim.peak_lr!r} must be finite")
-  return model
 
 
-def _check_init_from_shapes(init_from: str, model: ModelConfig) -> None:
-  """The model_config.json a run, merge or HF import left beside the checkpoint must match our shapes."""
-  import json
-
-  from granite_jax.ckpt.merge import SHAPE_FIELDS
-
-  for d in (init_from, os.path.dirname(os.path.abspath(init_from))):
-    path = os.path.join(d, "model_config.json")
-    if os.path.isfile(path):
-      with open(path) as f:
-        theirs = json.load(f)
-      diff = {k: (theirs.get(k), getattr(model, k)) for k in SHAPE_FIELDS if theirs.get(k) != getattr(model, k)}
-      if diff:
-        fix = " ".join(f"--config.model.{k}={v[0]}" for k, v in diff.items())
-        raise ValueError(f"init_from={init_from!r} holds a model with other shapes ({path}): "
-                         + ", ".join(f"{k}={a} there vs {b} here" for k, (a, b) in diff.items())
-                         + f"; pass {fix}")
-      return
+def check_model_chain(c: ConfigDict, model: ModelConfig) -> None:
+  """Checkpoints the stage starts from (init_from, rl.ref_from) hold the model it runs, apart from
+  the fields the stage changes on purpose (`model_changes`); a reward model shares the vocabulary."""
+  from granite_jax.ckpt.model_config import check_inherits, read
+  declared, ours = c.get("model_changes", ""), model.to_dict()
+  rl = c.get("rl") or {}
+  for what, ckpt in (("init_from", c.get("init_from", "")), ("rl.ref_from", rl.get("ref_from", ""))):
+    if ckpt and not os.path.isdir(ckpt):
+      raise ValueError(f"{what}={ckpt!r}: no such checkpoint directory")
+    if ckpt:
+      check_inherits(ckpt, ours, declared, what)
+  rm = rl.get("reward_model", "")
+  if rm:  # its own network, but it scores our tokens
+    got = read(os.path.join(rm, "ckpt"))
+    if got and got[1].get("vocab_size") != model.vocab_size:
+      raise ValueError(f"rl.reward_model={rm!r} has vocab_size={got[1].get('vocab_size')} ({got[0]}), "
+                       f"the policy model.vocab_size={model.vocab_size}: it must score the same tokens")

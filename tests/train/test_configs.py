@@ -6,6 +6,7 @@ import pytest
 from ml_collections import ConfigDict
 
 from granite_jax.data.pipeline import mixture_weights
+from granite_jax.model.config import ModelConfig
 from granite_jax.train.loop import total_steps
 from granite_jax.train.validate import validate
 
@@ -91,3 +92,83 @@ def test_bad_mixture_is_named(mixture, message):
   c.data.mixture = ConfigDict(mixture)
   with pytest.raises(ValueError, match=message):
     mixture_weights(c.data)
+
+
+# The model flows down the chain: a stage started from a checkpoint runs that checkpoint's network.
+def _ckpt_with_model(tmp_path, model: dict, name="prev"):
+  """A run's layout: WORKDIR/model_config.json beside WORKDIR/ckpt (what init_from names)."""
+  import json
+  work = tmp_path / name
+  (work / "ckpt").mkdir(parents=True)
+  (work / "model_config.json").write_text(json.dumps(model))
+  return str(work / "ckpt")
+
+
+def test_undeclared_model_change_against_init_from_is_named(tmp_path):
+  c = _tiny()
+  c.init_from = _ckpt_with_model(tmp_path, dict(c.model.to_dict(), rope_theta=1e7))
+  with pytest.raises(ValueError, match=r"init_from=.* model.rope_theta=10000000.0 in the checkpoint "
+                                       r"vs 10000.0 in the config"):
+    validate(c, jax.device_count())
+
+
+def test_declared_model_change_passes(tmp_path):
+  c = _tiny()
+  c.init_from = _ckpt_with_model(tmp_path, dict(c.model.to_dict(), rope_theta=1e3, max_seq_len=512))
+  c.model_changes = "rope_theta,max_seq_len"
+  assert validate(c, jax.device_count()).rope_theta == 1e4
+
+
+def test_ref_from_must_hold_the_policy_network(tmp_path):
+  c = load("rl_math")
+  c.init_from = _ckpt_with_model(tmp_path, c.model.to_dict(), "policy")
+  c.rl.ref_from = _ckpt_with_model(tmp_path, dict(c.model.to_dict(), d_ff=1024), "sft")
+  with pytest.raises(ValueError, match=r"rl.ref_from=.* model.d_ff=1024 in the checkpoint vs 768"):
+    validate(c, jax.device_count())
+
+
+@pytest.mark.parametrize("stage,length", [("sft", 16_384), ("reward_model", 8192), ("rl_multidomain", 8192),
+                                          ("rlhf", 8192), ("rl_identity", 8192), ("rl_math", 8192)])
+@pytest.mark.parametrize("size,base_stage", [("3b", "lce_128k"), ("8b", "lce_512k"), ("30b", "lce_512k")])
+def test_post_lce_stages_run_the_post_lce_network(tmp_path, stage, length, size, base_stage):
+  from granite_jax.train.validate import check_model_chain
+  c = load(stage, size)
+  assert c.model.rope_theta == 1e7 and c.model.max_seq_len >= c.train.seq_len == length
+  lce = load(base_stage, size)  # the merged checkpoint of the last LCE stage carries this model
+  c.init_from = _ckpt_with_model(tmp_path, lce.model.to_dict())
+  check_model_chain(c, ModelConfig.from_dict(c.model.to_dict()))  # no difference to declare
+  c.init_from = _ckpt_with_model(tmp_path, load("phase4", size).model.to_dict(), "phase4")
+  with pytest.raises(ValueError, match="model.max_seq_len=4096 in the checkpoint"):
+    check_model_chain(c, ModelConfig.from_dict(c.model.to_dict()))
+
+
+def test_lce_stages_declare_theta_and_length(tmp_path):
+  from granite_jax.train.validate import check_model_chain
+  c = load("lce_32k", "8b")
+  c.init_from = _ckpt_with_model(tmp_path, load("phase4", "8b").model.to_dict())
+  check_model_chain(c, ModelConfig.from_dict(c.model.to_dict()))
+  c.model_changes = "rope_theta"
+  with pytest.raises(ValueError, match="model.max_seq_len=4096 in the checkpoint vs 32768"):
+    check_model_chain(c, ModelConfig.from_dict(c.model.to_dict()))
+
+
+@pytest.mark.parametrize("layout", ["run", "hf_import"])
+def test_model_config_is_found_where_runs_and_imports_write_it(tmp_path, layout):
+  import json
+
+  from granite_jax.ckpt.model_config import check_inherits
+  model = load("phase2").model.to_dict()
+  if layout == "run":  # WORKDIR/model_config.json beside WORKDIR/ckpt (also merged/ckpt)
+    ckpt = _ckpt_with_model(tmp_path, dict(model, logits_scaling=2.0))
+  else:  # `python -m granite_jax.ckpt.hf import HF_DIR CKPT_DIR`: CKPT_DIR/model_config.json
+    ckpt = tmp_path / "imported"
+    ckpt.mkdir()
+    (ckpt / "model_config.json").write_text(json.dumps(dict(model, logits_scaling=2.0)))
+  with pytest.raises(ValueError, match="model.logits_scaling=2.0 in the checkpoint vs 1.0 in the config"):
+    check_inherits(str(ckpt), model)
+
+
+def test_unknown_model_change_is_named(tmp_path):
+  from granite_jax.ckpt.model_config import check_inherits
+  with pytest.raises(ValueError, match=r"\['dtype'\] are not network fields"):
+    check_inherits(str(tmp_path), {}, "rope_theta,dtype")

@@ -25,7 +25,9 @@ t = tokens per device along the sequence, after the `context` split):
                      for the tied head;
   kv_cache           rollouts (RL): K and V for every layer, sequence and token.
 The constants (buffers live at once) were read off XLA's buffer assignment of
-the same step (granite_jax/plan_check.py); docs/planner.md has the comparison.
+the same step (granite_jax/plan/xla.py); docs/planner.md has the comparison.
+sampler_memory / forward_memory: the RL rollout (prefill + decode with its KV cache) and the
+forward-only passes (log-probs, reward-model scores), by the same terms.
 """
 from __future__ import annotations
 
@@ -49,7 +51,16 @@ FLASH_IMPLS = ("cudnn", "blockwise", "ring", "allgather")
 # They describe what XLA keeps live at once; they are not derivable from the model.
 GRAD_BUFFERS = 2.25      # gradient shards (f32): raw, / n_tokens, non-finite-guarded, partly fused
 RESIDUAL_BUFFERS = 2.0   # per saved layer input: the stacked scan carry and its cotangent
-LOGIT_BUFFERS = 3.0      # f32 logits, the log-softmax cotangent and their temporaries
+
+def _jaxlib_version() -> tuple[int, ...]:
+  import jaxlib
+  return tuple(int(x) for x in jaxlib.__version__.split(".")[:2] if x.isdigit())
+
+
+# f32 logits, the log-softmax cotangent and their temporaries (unchunked loss). XLA 0.12 fuses
+# one of them: the same step's temporaries drop by exactly one f32 [b, t, vocab] buffer, at
+# 1K and 2K tokens, 2-8 layers (jaxlib 0.10.2: 3; 0.12.0.1: 2; 0.11 not measured).
+LOGIT_BUFFERS = 3.0 if _jaxlib_version() < (0, 12) else 2.0
 EMBED_BUFFERS = 1.0      # tied embedding gathered for the head (its cotangent reuses the grads)
 # Chunked cross-entropy (model.loss_chunk): f32 [b, chunk, V] blocks live at once (XLA
 # overlaps several iterations' logits and cotangents), and with context parallelism f32
@@ -60,6 +71,9 @@ CP_HIDDEN_BUFFERS = 3.25
 LAYER_BUFFERS = 0.5      # one layer's rematerialized activations beyond the above
 SCORE_BUFFERS = 1.0      # f32 scores of xla attention (softmax fused into them)
 FLASH_TILE_BUFFERS = 4.0  # f32 block x block tiles per query block in flight
+# Read off one compile each (8B RL rollout and log-probs on 64 GPUs, docs/stages.md): rough.
+PREFILL_SCORE_BUFFERS = 4.0  # 8B rollout prefill: XLA 165.5 GiB, 4.3 score-sized buffers
+FORWARD_LOGIT_BUFFERS = 1.0  # forward-only log-probs: 8B RL at 16 x 8192 tokens/GPU, XLA 55.4 GiB
 
 
 def dtype_bytes(name: str) -> int:
@@ -151,3 +165,52 @@ def train_memory(cfg: ModelConfig, mesh: Mapping[str, int], global_batch: int, s
   kv = 2 * L * kv_cache_seqs / dp * seq_len * k_l * h * ab
   return Memory(params=p_dev * pb, opt_state=2 * p_dev * pb, grads=grads, residuals=residuals,
                 layer=layer, attention=attention, logits=logits, kv_cache=kv)
+
+
+def _layer_terms(cfg: ModelConfig, mesh: Mapping[str, int]):
+  leaves = param_leaves(cfg)
+  p_dev = sum(shard_count(s, n, mesh) for s, n in leaves)
+  layer_params = sum(math.prod(s) for s, n in leaves if n and n[0] == "layers") / cfg.n_layers
+  return p_dev, layer_params
+
+
+def sampler_memory(cfg: ModelConfig, mesh: Mapping[str, int], rows: int, prompt_len: int,
+                   new_tokens: int, split_layers: bool = True) -> Memory:
+  """Per-device bytes of the rollout sampler: parameters (and the per-layer compute-dtype copy
+  `split_layers` makes), the KV cache of every row, one layer's gathered weights, last logits."""
+  dp = mesh.get("data", 1) * mesh.get("fsdp", 1)
+  tp = mesh.get("tensor", 1)
+  pb, ab = dtype_bytes(cfg.param_dtype), dtype_bytes(cfg.dtype)
+  p_dev, layer_params = _layer_terms(cfg, mesh)
+  b = rows / dp
+  k_l = max(cfg.n_kv_heads / tp, 1)
+  kv = 2 * cfg.n_layers * b * (prompt_len + new_tokens - 1) * k_l * cfg.head_dim * ab
+  prefill = LAYER_BUFFERS * b * prompt_len * (2 * cfg.d_model + 3 * cfg.d_ff / tp) * ab
+  logits = LOGIT_BUFFERS * b * cfg.vocab_size / tp * 4
+  # Prefill attends over the whole cache; dense kernels ("xla"/"jax", what cuDNN runs on the cache
+  # path) hold f32 scores [b, heads, prompt, cache], masked, exponentiated and normalized.
+  cache_len = prompt_len + new_tokens - 1
+  attention = 0.0 if cfg.attention_impl in FLASH_IMPLS else \
+      PREFILL_SCORE_BUFFERS * b * cfg.n_heads / tp * prompt_len * cache_len * 4
+  return Memory(params=p_dev * (pb + (ab if split_layers else 0)), opt_state=0.0, grads=0.0,
+                residuals=0.0, layer=layer_params / tp * ab + prefill, attention=attention, logits=logits,
+                kv_cache=kv)
+
+
+def forward_memory(cfg: ModelConfig, mesh: Mapping[str, int], rows: int, seq_len: int,
+                   logits: bool = True) -> Memory:
+  """Per-device bytes of a forward-only pass over [rows, seq_len] (no gradients, no saved
+  residuals): the RL log-prob pass (full f32 [b, t, V] logits and their log-softmax) or, with
+  logits=False, reward-model scoring (final hidden states only)."""
+  dp = mesh.get("data", 1) * mesh.get("fsdp", 1)
+  tp, cp = mesh.get("tensor", 1), mesh.get("context", 1)
+  pb, ab = dtype_bytes(cfg.param_dtype), dtype_bytes(cfg.dtype)
+  p_dev, layer_params = _layer_terms(cfg, mesh)
+  b, t = rows / dp, seq_len / cp
+  n_l, k_l, f_l = cfg.n_heads / tp, max(cfg.n_kv_heads / tp, 1), cfg.d_ff / tp
+  per_tok = 2 * cfg.d_model + (2 * n_l + 2 * k_l) * cfg.head_dim + 3 * f_l
+  act = LAYER_BUFFERS * b * t * per_tok * ab + RESIDUAL_BUFFERS * b * t * cfg.d_model * ab
+  # XLA fuses the log-softmax and the target gather into one pass over one f32 logits buffer.
+  out = FORWARD_LOGIT_BUFFERS * b * t * cfg.vocab_size / tp * 4 if logits else b * t * cfg.d_model * 4
+  return Memory(params=p_dev * pb, opt_state=0.0, grads=0.0, residuals=0.0,
+                layer=act + layer_params / tp * pb, attention=0.0, logits=out)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from typing import Any
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def xla_memory(model: dict[str, Any], mesh_shape: dict[str, int], global_batch: int, seq_len: int,
@@ -27,6 +27,7 @@ def xla_memory(model: dict[str, Any], mesh_shape: dict[str, int], global_batch: 
   from granite_jax.ckpt.manager import abstract_like
   from granite_jax.model.config import ModelConfig
   from granite_jax.optim import default_optim_config, make_optimizer
+  from granite_jax.sharding.jit import mesh_context
   from granite_jax.sharding.mesh import make_mesh
   from granite_jax.train import state as state_lib
   from granite_jax.train import step as step_lib
@@ -46,7 +47,7 @@ def xla_memory(model: dict[str, Any], mesh_shape: dict[str, int], global_batch: 
   batch = {k: jax.ShapeDtypeStruct((global_batch, seq_len), jnp.int32, sharding=bs)
            for k in ("tokens", "segment_ids", "positions")}
   fn = step_lib.jit_train_step(cfg, mesh, tx, schedule, shardings, grad_accum).jitted
-  with step_lib._mesh_context(mesh):
+  with mesh_context(mesh):
     ma = fn.lower(state, batch).compile().memory_analysis()
   out = dict(argument=ma.argument_size_in_bytes, output=ma.output_size_in_bytes,
              alias=ma.alias_size_in_bytes, temp=ma.temp_size_in_bytes)
@@ -58,7 +59,7 @@ def measure_in_subprocess(jobs: list[dict[str, Any]], n_devices: int, timeout: i
   """Runs xla_memory(**job) for each job in one fresh process with `n_devices` fake CPU devices."""
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={n_devices}")
-  code = ("import json, sys; from granite_jax.plan_check import xla_memory; "
+  code = ("import json, sys; from granite_jax.plan.xla import xla_memory; "
           "jobs = json.load(sys.stdin); "
           "print('RESULT ' + json.dumps([xla_memory(**j) for j in jobs]))")
   r = subprocess.run([sys.executable, "-c", code], input=json.dumps(jobs), cwd=ROOT, env=env,
