@@ -1,9 +1,10 @@
 """The RL loop (every RL stage): rollout with the current policy -> GRPO/DAPO train step(s) -> metrics.
 
 `run_rl(config, workdir)`: the policy starts from `config.init_from` (the previous stage), the
-frozen reference from `config.rl.ref_from` (the SFT checkpoint; default init_from). Each step
-draws `rl.prompts_per_step` prompts (deterministic in (seed, step), so a resumed run sees the
-prompts an uninterrupted one would), samples `rl.samples_per_prompt` responses each and makes
+frozen reference from `config.rl.ref_from` (the SFT checkpoint; required at real sizes, tiny
+falls back to init_from). Each step takes the next `rl.prompts_per_step` prompts of shuffled
+epochs over the prompt set (rl/prompt_order.py: a pure function of (seed, step), so a resumed
+run sees the prompts an uninterrupted one would), samples `rl.samples_per_prompt` responses each and makes
 `rl.ppo_epochs` optimizer steps on that batch (1 = strictly on-policy). Checkpoints, resume,
 preemption and the non-finite guard are those of the pretraining loop.
 """
@@ -13,17 +14,18 @@ import os
 import time
 
 import jax
-import numpy as np
 from ml_collections import ConfigDict
 
 from granite_jax.ckpt.manager import Checkpointer, abstract_like, restore_params
 from granite_jax.data.chat_template import EOT
 from granite_jax.data.pipeline import get_tokenizer
+from granite_jax.rl import prompt_order
 from granite_jax.rl import rollout as rollout_lib
 from granite_jax.rl import step as rl_step
 from granite_jax.rl.rewards import Reward, make_rewards
 from granite_jax.rl.sampler import make_sampler
 from granite_jax.rl.tasks import load_tasks, tool_call_reward
+from granite_jax.rl.validate import check_reference
 from granite_jax.train import loop as train_loop
 from granite_jax.train import state as state_lib
 from granite_jax.train.guards import Guard
@@ -48,6 +50,7 @@ def validate_rl(c: ConfigDict, dp: int) -> None:
     raise ValueError(f"rl.overlong_buffer={rl.overlong_buffer} must be in [0, rl.max_response_len)")
   if rl.temperature <= 0:
     raise ValueError(f"rl.temperature={rl.temperature} must be > 0 (GRPO needs diverse samples)")
+  check_reference(c)  # real sizes must name the SFT reference (rl.ref_from)
 
 
 def load_params(directory: str, job) -> dict:
@@ -83,7 +86,7 @@ def run_rl(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict:
   ckpt = Checkpointer(os.path.join(workdir, "ckpt"), max_to_keep=c.ckpt.max_to_keep,
                       async_save=c.ckpt.async_save)
   state, _, start = train_loop.initial_state(job, ckpt, lambda: None)
-  ref_from = rl.ref_from or c.init_from
+  ref_from = check_reference(c)  # rl.ref_from; "" = init_from only for preset tiny
   # No reference checkpoint (a fresh-init smoke run): the starting policy is the reference.
   ref_params = load_params(ref_from, job) if ref_from else jax.tree.map(lambda x: x.copy(), state.params)
   step = int(jax.device_get(state.step)) // rl.ppo_epochs
@@ -124,10 +127,10 @@ def run_rl(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict:
       rng = jax.random.fold_in(jax.random.PRNGKey(c.train.seed), step)
       draws = [0]
 
-      def draw_tasks(n, step=step):  # deterministic in (seed, step, draw)
-        r = np.random.default_rng([c.train.seed, step, draws[0]])
+      def draw_tasks(n, step=step):  # shuffled epochs over the prompts, a pure function of (seed, step, draw)
+        idx = prompt_order.step_prompts(len(train_tasks), c.train.seed, step, n, draws[0], 1 + rl.max_extra_batches)
         draws[0] += 1
-        return [train_tasks[i] for i in r.choice(len(train_tasks), n, replace=len(train_tasks) < n)]
+        return [train_tasks[i] for i in idx]
 
       batch, stats = rollout_lib.rollout(state.params, ref_params, draw_tasks, sample_fn=sample_fn,
                                          logp_fn=logp_fn, tok=tok, rewards=rewards, rl=rl, rng=rng)
