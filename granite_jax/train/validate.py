@@ -36,7 +36,7 @@ def validate(c: ConfigDict, n_devices: int, process_count: int = 1) -> ModelConf
   seq_len = _positive_int(c, "train", "seq_len", 2)
   global_batch = _positive_int(c, "train", "global_batch")
   grad_accum = _positive_int(c, "train", "grad_accum")
-  _positive_int(c, "train", "steps")
+  _positive_int(c, "train", "steps", 0)  # 0 = derived (train/steps.py: from train.epochs or train.tokens)
   _positive_int(c, "train", "log_every")
   _positive_int(c, "train", "eval_every")
   _positive_int(c, "train", "eval_batches", 0)
