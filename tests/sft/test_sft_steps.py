@@ -89,3 +89,8 @@ def test_report_config_derives_its_steps():
   c = sft_config.get_config("8b")
   assert c.train.steps == 0 and c.train.epochs == 3 and c.optim.warmup_fraction == 0.03
   assert sft_config.get_config("tiny").train.steps == 200  # tiny: explicit steps, unlimited epochs
+
+
+def test_curation_default_length_limit_is_the_sft_sequence():
+  from granite_jax.sft.curation.config import CurationConfig
+  assert CurationConfig().max_tokens == sft_config.get_config("8b").train.seq_len == 16_384
