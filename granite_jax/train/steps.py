@@ -13,6 +13,11 @@ from ml_collections import ConfigDict
 NOMINAL_STEPS = 1000  # stands in for a data-derived count where no data may be read (dry runs)
 
 
+def steps_from_data(c: ConfigDict) -> bool:
+  """Whether train.steps=0 means "derive from the data": SFT data with train.epochs >= 1."""
+  return bool(c.train.get("epochs", 0)) and c.data.get("kind", "pretrain") == "sft" and not c.train.tokens > 0
+
+
 def total_steps(c: ConfigDict, *, from_data: bool = True) -> int:
   """Optimizer steps of the run. from_data=False (a dry run: compile, read nothing) gives
   NOMINAL_STEPS where the count would come from the data; the step's program does not depend on it."""
@@ -21,7 +26,7 @@ def total_steps(c: ConfigDict, *, from_data: bool = True) -> int:
   if c.train.steps > 0:
     return int(c.train.steps)
   epochs = c.train.get("epochs", 0) or 0
-  if epochs and c.data.get("kind", "pretrain") == "sft":
+  if steps_from_data(c):
     if not from_data:
       return NOMINAL_STEPS
     from granite_jax.sft.steps import sft_steps
