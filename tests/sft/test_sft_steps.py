@@ -4,6 +4,7 @@ an explicit train.steps wins."""
 import json
 import os
 
+import grain
 import numpy as np
 import pytest
 from ml_collections import ConfigDict
@@ -51,9 +52,26 @@ def test_derived_steps_are_the_batches_the_iterator_yields(cfg):
   assert total_steps(cfg) == _iterator_batches(cfg, 3)
 
 
+@pytest.mark.parametrize("n, pi, pc, epochs, batch", [(300, 0, 1, 3, 8), (257, 1, 4, 2, 20), (40, 2, 3, 1, 32)])
+def test_replay_matches_grain_order_and_packing(n, pi, pc, epochs, batch):
+  """The fast replay (grain's index permutation + first-fit on lengths) against grain itself."""
+  lengths = np.random.default_rng(n).integers(0, 700, n).astype(np.int32)  # some 0 = filtered
+  ds = grain.MapDataset.range(n)[pi::pc].shuffle(5).repeat(epochs)
+  order = sft_steps.record_order(n, seed=5, epochs=epochs, process_index=pi, process_count=pc)
+  np.testing.assert_array_equal(order, [ds[i] for i in range(len(ds))])
+  zeros = lambda k: {"tokens": np.zeros(int(k), np.int32), "loss_mask": np.ones(int(k), np.int32)}
+  packed = sft_data.packed_dataset(grain.MapDataset.source(lengths), seq_len=1024, batch_size=batch, seed=5,
+                                   split="train", process_index=pi, process_count=pc, num_epochs=epochs,
+                                   encode=zeros, keep=lambda ex: len(ex["tokens"]) > 0, pad_id=0)
+  rows = sum(1 for _ in packed)
+  assert sft_steps.first_fit_rows(lengths[order], seq_len=1024, num_bins=max(batch, 16)) == rows
+  assert sft_steps.count_batches(lengths, seq_len=1024, batch_size=batch, seed=5, epochs=epochs,
+                                 process_index=pi, process_count=pc) == rows // batch
+
+
 def test_count_is_cached_by_sources_tokenizer_and_seq_len(cfg):
   lengths = sft_steps.record_lengths(cfg.data, T)
-  cached = [f for f in os.listdir(os.path.join(cfg.data.cache_dir, "sft_counts")) if f.endswith(".npy")]
+  cached = os.listdir(os.path.join(cfg.data.cache_dir, "sft_counts"))
   assert len(lengths) == 70 and (lengths > 0).all()
   np.testing.assert_array_equal(sft_steps.record_lengths(cfg.data, T), lengths)  # from the cache
   assert len(os.listdir(os.path.join(cfg.data.cache_dir, "sft_counts"))) == len(cached)
