@@ -32,7 +32,7 @@ def get_config(arg: str | None = None):
   else:
     c.train.seq_len = 16_384
     c.train.global_batch = 256
-    c.train.steps = 0  # derived: packed rows of the data x 3 epochs / 256 (~REPORT_STEPS for the report's set)
+    c.train.steps = 0  # derived: packed rows of the data x 3 epochs / 256 (~REPORT_STEPS for the report)
     c.optim.peak_lr = 5e-6
   c.optim.warmup_fraction = 0.03  # 3% of the steps, also when they are derived from the data
   return c

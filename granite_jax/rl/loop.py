@@ -128,7 +128,8 @@ def run_rl(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict:
       draws = [0]
 
       def draw_tasks(n, step=step):  # shuffled epochs over the prompts, a pure function of (seed, step, draw)
-        idx = prompt_order.step_prompts(len(train_tasks), c.train.seed, step, n, draws[0], 1 + rl.max_extra_batches)
+        idx = prompt_order.step_prompts(len(train_tasks), c.train.seed, step, n, draws[0],
+                                        1 + rl.max_extra_batches)
         draws[0] += 1
         return [train_tasks[i] for i in idx]
 

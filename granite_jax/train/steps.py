@@ -32,5 +32,5 @@ def total_steps(c: ConfigDict, *, from_data: bool = True) -> int:
     from granite_jax.sft.steps import sft_steps
     return sft_steps(c.data, seq_len=c.train.seq_len, global_batch=c.train.global_batch, seed=c.train.seed,
                      epochs=epochs, process_index=jax.process_index(), process_count=jax.process_count())
-  raise ValueError(f"train.steps={c.train.steps!r}: 0 derives the step count from train.epochs on SFT data "
-                   f"(data.kind='sft', train.epochs >= 1) or from train.tokens; set train.steps > 0 otherwise")
+  raise ValueError(f"train.steps={c.train.steps!r}: 0 derives the step count from train.epochs on SFT "
+                   "data (data.kind='sft', train.epochs >= 1); set train.steps > 0 otherwise")

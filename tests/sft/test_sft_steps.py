@@ -7,7 +7,6 @@ import os
 import grain
 import numpy as np
 import pytest
-from ml_collections import ConfigDict
 
 from configs import sft as sft_config
 from granite_jax.optim import make_optimizer
@@ -23,8 +22,9 @@ def _conversations(n, seed):
   out = []
   for i in range(n):
     words = " ".join(["word"] * int(rng.integers(2, 60)))
+    answer = f"answer {i} " + words[:int(rng.integers(1, 80))]
     out.append({"messages": [{"role": "user", "content": f"question {i}: {words}"},
-                             {"role": "assistant", "content": f"answer {i} " + words[: int(rng.integers(1, 80))]}]})
+                             {"role": "assistant", "content": answer}]})
   return out
 
 
@@ -52,7 +52,8 @@ def test_derived_steps_are_the_batches_the_iterator_yields(cfg):
   assert total_steps(cfg) == _iterator_batches(cfg, 3)
 
 
-@pytest.mark.parametrize("n, pi, pc, epochs, batch", [(300, 0, 1, 3, 8), (257, 1, 4, 2, 20), (40, 2, 3, 1, 32)])
+@pytest.mark.parametrize("n, pi, pc, epochs, batch",
+                         [(300, 0, 1, 3, 8), (257, 1, 4, 2, 20), (40, 2, 3, 1, 32)])
 def test_replay_matches_grain_order_and_packing(n, pi, pc, epochs, batch):
   """The fast replay (grain's index permutation + first-fit on lengths) against grain itself."""
   lengths = np.random.default_rng(n).integers(0, 700, n).astype(np.int32)  # some 0 = filtered
