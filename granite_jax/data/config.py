@@ -1,8 +1,8 @@
 """Reading and validating the `data` config section.
 
 Errors name the offending field as it appears in the config (`data.mixture.math`).
-Fields: mixture (domain -> weight: its share of the trained TOKENS), sources (domain -> path, "" = demo corpus),
-eval_sources (optional, domain -> held-out path), tokenizer ("" = demo),
+Fields: mixture (domain -> weight: its share of the trained TOKENS), sources
+(domain -> path, "" = demo corpus), eval_sources (optional, domain -> held-out path), tokenizer ("" = demo),
 cache_dir, on_bad_record ("skip" | "raise").
 """
 from __future__ import annotations
