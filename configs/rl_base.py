@@ -24,7 +24,7 @@ def rl_config(arg, *, name: str, lr: float, kl_coef: float, steps: int, tiny_ste
   c.rl = ConfigDict(dict(
       prompts="", eval_prompts="",      # JSONL of {"prompt"|"messages", "domain", "reference"}; "" = demo
       demo_tasks=demo_tasks,            # multidomain | math | chat | identity (rl/tasks.py)
-      ref_from="",                      # reference (SFT) checkpoint; "" = init_from
+      ref_from="",                      # reference (SFT) checkpoint; needed at real sizes; tiny: "" = init_from
       reward_model="",                  # reward-model workdir for the chat domain (RLHF)
       samples_per_prompt=8 if tiny else REPORT_SAMPLES,
       prompts_per_step=8 if tiny else REPORT_BATCH // REPORT_SAMPLES,

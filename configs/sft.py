@@ -1,5 +1,6 @@
 """SFT on chat data: 3 epochs, LR 5e-6 with linear warmup over 3% of steps and linear decay,
-sequence 16,384, 256 packed sequences per step (~4.2M tokens), as in the report.
+sequence 16,384, 256 packed sequences per step (~4.2M tokens), as in the report. The step count
+is the data's: packed rows x 3 epochs / 256 (train.steps=0; an explicit train.steps wins).
 
 Data: `--config.data.sft.sources=/data/sft/*.jsonl` (and `eval_sources`), conversations in
 the `messages` format, rendered with the Granite chat template; only assistant tokens train.
@@ -12,7 +13,7 @@ from ml_collections import ConfigDict
 from configs import base
 from configs.lce_32k import post_lce_model
 
-REPORT_STEPS = 25_000  # "linear decay over ~25K steps" for ~4.1M samples x 3 epochs
+REPORT_STEPS = 25_000  # "linear decay over ~25K steps" for ~4.1M samples x 3 epochs (reference only)
 
 
 def get_config(arg: str | None = None):
@@ -33,7 +34,7 @@ def get_config(arg: str | None = None):
   else:
     c.train.seq_len = 16_384
     c.train.global_batch = 256
-    c.train.steps = REPORT_STEPS
+    c.train.steps = 0  # derived: packed rows of the data x 3 epochs / 256 (~REPORT_STEPS for the report)
     c.optim.peak_lr = 5e-6
-  c.optim.warmup_steps = max(1, round(0.03 * c.train.steps))
+  c.optim.warmup_fraction = 0.03  # 3% of the steps, also when they are derived from the data
   return c

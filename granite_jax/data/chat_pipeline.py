@@ -115,6 +115,24 @@ def sft_sources(data_cfg, split: str) -> str:
   return ensure_demo_sft(data_config.cache_dir(data_cfg))[split]
 
 
+def packed_dataset(examples: grain.MapDataset, *, seq_len: int, batch_size: int, seed: int, split: str,
+                   process_index: int, process_count: int, num_epochs: int | None, encode, keep,
+                   pad_id: int) -> grain.IterDataset:
+  """records -> (this process's shard, shuffle, repeat, encode, filter) -> first-fit packed rows.
+
+  Shared by `make_iterator` and the step count (data/chat_steps.py), which replays it on token
+  lengths only: both see exactly the same rows.
+  """
+  ds = examples[process_index::process_count]
+  if split == "train":
+    ds = ds.shuffle(seed)
+  ds = ds.repeat(num_epochs).map(encode).filter(keep)
+  docs = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+  return grain.experimental.FirstFitPackIterDataset(
+      docs, length_struct={"tokens": seq_len, "loss_mask": seq_len}, num_packing_bins=max(batch_size, 16),
+      seed=seed, shuffle_bins=split == "train", padding_struct={"tokens": pad_id, "loss_mask": 0})
+
+
 def make_iterator(data_cfg, *, seq_len: int, batch_size: int, seed: int, split: str = "train",
                   process_index: int = 0, process_count: int = 1, num_epochs: int | None = None):
   """Iterator of {"tokens", "segment_ids", "positions", "loss_mask"}: int32 [batch_size, seq_len]."""
@@ -122,13 +140,8 @@ def make_iterator(data_cfg, *, seq_len: int, batch_size: int, seed: int, split: 
     reset_skipped_records()  # a new run (or its resume) counts its own skipped records
   tok = get_tokenizer(data_cfg)
   src = ConversationSource(sft_sources(data_cfg, split), data_config.on_bad_record(data_cfg))
-  ds = grain.MapDataset.source(src)[process_index::process_count]
-  if split == "train":
-    ds = ds.shuffle(seed)
-  ds = ds.repeat(num_epochs).map(Encode(tok, seq_len)).filter(_has_target)
-  docs = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-  pad_id = tok.token_to_id(PAD) or 0
-  packed = grain.experimental.FirstFitPackIterDataset(
-      docs, length_struct={"tokens": seq_len, "loss_mask": seq_len}, num_packing_bins=max(batch_size, 16),
-      seed=seed, shuffle_bins=split == "train", padding_struct={"tokens": pad_id, "loss_mask": 0})
+  packed = packed_dataset(grain.MapDataset.source(src), seq_len=seq_len, batch_size=batch_size, seed=seed,
+                          split=split, process_index=process_index, process_count=process_count,
+                          num_epochs=num_epochs, encode=Encode(tok, seq_len), keep=_has_target,
+                          pad_id=tok.token_to_id(PAD) or 0)
   return iter(packed.map(_rename).batch(batch_size, drop_remainder=True))

@@ -1,8 +1,8 @@
 """Reading and validating the `data` config section.
 
 Errors name the offending field as it appears in the config (`data.mixture.math`).
-Fields: mixture (domain -> weight), sources (domain -> path, "" = demo corpus),
-eval_sources (optional, domain -> held-out path), tokenizer ("" = demo),
+Fields: mixture (domain -> weight: its share of the trained TOKENS), sources
+(domain -> path, "" = demo corpus), eval_sources (optional, domain -> held-out path), tokenizer ("" = demo),
 cache_dir, on_bad_record ("skip" | "raise").
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ def on_bad_record(data_cfg: Any) -> str:
 
 
 def mixture_weights(data_cfg: Any) -> dict[str, float]:
-  """Normalized weights of the domains with weight > 0, in canonical order."""
+  """Normalized weights (token shares) of the domains with weight > 0, in canonical order."""
   raw = as_dict(field(data_cfg, "mixture"), "data.mixture")
   if not raw:
     raise ValueError("data.mixture is empty; give at least one domain a weight > 0")

@@ -1,11 +1,12 @@
 """The training/eval input pipeline: mixture of domains -> packed [batch, seq_len] batches.
 
-Per domain: documents (shard per process, shuffle, repeat) -> tokenize + EOS
--> truncate to seq_len. Domains are mixed with `IterDataset.mix` (keyed by
-domain, so a checkpoint restores into a changed mixture), first-fit packed
-into rows with segment ids / positions, batched, and prefetched by one thread.
-The returned iterator is checkpointable (`get_state`/`set_state`, or
-`grain.checkpoint.CheckpointSave/Restore`).
+Per domain: documents (shard per process, shuffle, repeat) -> tokenize + EOS -> split into
+seq_len pieces (a document longer than a row becomes several pieces, each its own segment;
+no token is dropped). Domains are mixed by TOKEN share (`token_mix.py`: a weight is the
+fraction of trained tokens, not of documents; keyed by domain, so a checkpoint restores into a
+changed mixture), first-fit packed into rows with segment ids / positions, batched, and
+prefetched by one thread. The returned iterator is checkpointable (`get_state`/`set_state`,
+or `grain.checkpoint.CheckpointSave/Restore`).
 """
 from __future__ import annotations
 
@@ -21,22 +22,37 @@ import tokenizers
 from granite_jax.data import config, sources
 from granite_jax.data.config import mixture_weights, resolve_sources  # noqa: F401 - public API
 from granite_jax.data.sources import text_dataset
+from granite_jax.data.token_mix import TokenMixIterDataset
 from granite_jax.data.tokenizer import EOS, PAD, get_tokenizer
 
 _PREFETCH_BATCHES = 2  # one background thread; the host has few cores
 
 
-class Tokenize(grain.transforms.Map):
-  """str -> {"tokens": int32[<= seq_len] ending in EOS (unless truncated), "domain": int32}."""
+def split_ids(ids: list[int], seq_len: int) -> list[list[int]]:
+  """Consecutive pieces of at most seq_len tokens (only the last one may be shorter)."""
+  return [ids[i:i + seq_len] for i in range(0, len(ids), seq_len)]
+
+
+class SplitTokenize(grain.experimental.FlatMapTransform):
+  """str -> [{"tokens": int32[<= seq_len], "domain": int32}, ...]: the document + EOS in row-sized pieces.
+
+  Packing needs every input to fit one row, so a long document is split, not truncated: each
+  piece is its own segment (positions restart at 0, no attention across the cut); the last
+  piece ends with EOS. One lost target per cut (the first token of a piece is not predicted).
+  """
+
+  max_fan_out = 1 << 30  # unused by the iterator flat-map; documents may be any length
 
   def __init__(self, tok: tokenizers.Tokenizer, eos_id: int, seq_len: int, domain_index: int):
     self.tok, self.eos_id, self.seq_len, self.domain_index = tok, eos_id, seq_len, domain_index
 
-  def map(self, text: str) -> dict[str, np.ndarray]:
+  def flat_map(self, text: str) -> list[dict[str, np.ndarray]]:
+    if not text:
+      return []
     ids = self.tok.encode(text, add_special_tokens=False).ids
     ids.append(self.eos_id)
-    # Packing needs every input to fit one row; the tail of a long document is dropped.
-    return {"tokens": np.asarray(ids[: self.seq_len], np.int32), "domain": np.int32(self.domain_index)}
+    d = np.int32(self.domain_index)
+    return [{"tokens": np.asarray(p, np.int32), "domain": d} for p in split_ids(ids, self.seq_len)]
 
 
 def _domain_seed(seed: int, domain: str) -> int:
@@ -57,10 +73,10 @@ def _check_args(seq_len, batch_size, split, process_index, process_count, num_ep
 def document_dataset(data_cfg: Any, tok: tokenizers.Tokenizer, *, seq_len: int, seed: int,
                      split: str = "train", process_index: int = 0, process_count: int = 1,
                      num_epochs: int | None = None) -> grain.IterDataset:
-  """Mixed stream of tokenized documents {"tokens": int32[L <= seq_len], "domain": int32}.
+  """Mixed stream of document pieces {"tokens": int32[L <= seq_len], "domain": int32}.
 
-  `domain` indexes `list(mixture_weights(data_cfg))`. Exposed for tests and
-  for inspecting the mixture before packing.
+  `domain` indexes `list(mixture_weights(data_cfg))`; domains are mixed by token share.
+  Exposed for tests and for inspecting the mixture before packing.
   """
   _check_args(seq_len, 1, split, process_index, process_count, num_epochs)
   weights = mixture_weights(data_cfg)
@@ -78,10 +94,12 @@ def document_dataset(data_cfg: Any, tok: tokenizers.Tokenizer, *, seq_len: int, 
     ds = ds[process_index::process_count]  # disjoint records per process
     if split == "train":
       ds = ds.shuffle(_domain_seed(seed, domain))  # reshuffled every epoch by repeat()
-    ds = ds.repeat(num_epochs).filter(bool).map(Tokenize(tok, eos_id, seq_len, i))
+    ds = ds.repeat(num_epochs).filter(bool)
     # Sequential reads per domain: many domains x threads would oversubscribe the host.
-    per_domain[domain] = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-  return grain.IterDataset.mix(per_domain, weights)
+    docs = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+    # Split on the iterator: its state is (document position, piece index), so resume is exact.
+    per_domain[domain] = grain.experimental.FlatMapIterDataset(docs, SplitTokenize(tok, eos_id, seq_len, i))
+  return TokenMixIterDataset(per_domain, weights)
 
 
 def make_iterator(data_cfg: Any, *, seq_len: int, batch_size: int, seed: int, split: str = "train",
@@ -94,7 +112,9 @@ def make_iterator(data_cfg: Any, *, seq_len: int, batch_size: int, seed: int, sp
   Eval (split="eval") reads the held-out files in a fixed order (no shuffle and
   no bin shuffle), so a fresh eval iterator always yields the same batches.
   num_epochs=None repeats every domain forever; with a number, the stream ends
-  when the first domain runs out (grain's mix semantics).
+  when the first domain runs out (grain's mix semantics); one domain with
+  num_epochs=1 yields each of its tokens exactly once (batch_size=1: no
+  remainder is dropped).
   """
   _check_args(seq_len, batch_size, split, process_index, process_count, num_epochs)
   if split == "train":

@@ -13,7 +13,7 @@ from granite_jax.model import Granite
 
 
 def bucket_losses(params, cfg, tokens_BT: np.ndarray, n_buckets: int = 4) -> list[float]:
-  """Mean next-token loss per position bucket (documents fill whole rows: one segment each)."""
+  """Mean next-token loss per position bucket (each row is one attention segment: see `long_rows`)."""
   B, T = tokens_BT.shape
   logits = Granite(cfg).apply({"params": params}, jnp.asarray(tokens_BT))
   logz = jax.nn.logsumexp(logits[:, :-1], axis=-1)
@@ -24,12 +24,26 @@ def bucket_losses(params, cfg, tokens_BT: np.ndarray, n_buckets: int = 4) -> lis
 
 
 def long_rows(tok, texts, T: int, n_rows: int) -> np.ndarray:
-  """Rows of T tokens, each from one concatenated run of documents (no packing boundaries)."""
-  ids: list[int] = []
+  """n_rows rows of T tokens for the loss-by-position eval.
+
+  A document of at least T tokens is split into T-token pieces and each full piece is a row: one
+  stretch of one document, so a late position really has far context of the same text. Only if
+  the long documents give fewer than n_rows rows, the shorter documents and the tails are
+  concatenated into the remaining rows (no token of the text read is skipped).
+  """
+  rows: list[list[int]] = []
+  rest: list[int] = []
   for t in texts:
-    ids += tok.encode(t).ids
-    if len(ids) >= T * n_rows:
+    ids = tok.encode(t).ids
+    full = len(ids) // T
+    rows += [ids[i * T:(i + 1) * T] for i in range(full)]
+    rest += ids[full * T:]
+    if len(rows) >= n_rows:
       break
-  if len(ids) < T * n_rows:
-    raise ValueError(f"not enough held-out text for {n_rows} rows of {T} tokens ({len(ids)} tokens)")
-  return np.asarray(ids[: T * n_rows], np.int32).reshape(n_rows, T)
+  missing = n_rows - len(rows)
+  if missing > 0:
+    if len(rest) < missing * T:
+      raise ValueError(f"not enough held-out text for {n_rows} rows of {T} tokens "
+                       f"({len(rows) * T + len(rest)} tokens)")
+    rows += [rest[i * T:(i + 1) * T] for i in range(missing)]
+  return np.asarray(rows[:n_rows], np.int32)

@@ -20,6 +20,9 @@ def default_optim_config() -> ConfigDict:
       schedule="power",
       peak_lr=3e-4,
       warmup_steps=2000,
+      # > 0: warmup is this fraction of the run's steps (SFT: 0.03), for step counts known
+      # only at run time (train.steps derived from the data); overrides warmup_steps.
+      warmup_fraction=0.0,
       # End lr of decaying schedules (exponential, wsd, cosine); 0 allowed.
       final_lr=0.0,
       # Power scheduler: lr = min(peak_lr, power_a * tokens_seen**power_b).
@@ -60,6 +63,8 @@ def validate_optim_config(cfg) -> None:
     _fail(cfg, "peak_lr", "> 0")
   if not _is_int(cfg.warmup_steps) or cfg.warmup_steps < 0:
     _fail(cfg, "warmup_steps", "an integer >= 0")
+  if not 0 <= cfg.get("warmup_fraction", 0.0) < 1:
+    _fail(cfg, "warmup_fraction", "in [0, 1) (0 = use warmup_steps)")
   if not 0 <= cfg.final_lr <= cfg.peak_lr:
     _fail(cfg, "final_lr", f"in [0, peak_lr={cfg.peak_lr}]")
   if cfg.schedule == "power":

@@ -127,6 +127,12 @@ def cosine(peak_lr, warmup_steps, total_steps, final_lr) -> optax.Schedule:
   return _after_warmup(peak_lr, warmup_steps, decay)
 
 
+def resolve_warmup(optim_cfg, total_steps) -> int:
+  """Warmup steps: round(warmup_fraction * total_steps) (at least 1) when the fraction is set."""
+  frac = optim_cfg.get("warmup_fraction", 0.0)
+  return max(1, round(frac * total_steps)) if frac > 0 else optim_cfg.warmup_steps
+
+
 def make_schedule(optim_cfg, *, total_steps, tokens_per_step) -> optax.Schedule:
   """Builds the schedule named by optim_cfg.schedule.
 
@@ -136,22 +142,23 @@ def make_schedule(optim_cfg, *, total_steps, tokens_per_step) -> optax.Schedule:
   validate_optim_config(optim_cfg)
   c = optim_cfg
   kind = c.schedule
+  w = resolve_warmup(c, total_steps)
   if kind == "power":
     if not tokens_per_step > 0:
       raise ValueError(f"power schedule needs tokens_per_step > 0, got {tokens_per_step}")
     return power(
-      c.peak_lr, c.warmup_steps, c.power_a, c.power_b, tokens_per_step, c.get("tokens_offset", 0.0)
+      c.peak_lr, w, c.power_a, c.power_b, tokens_per_step, c.get("tokens_offset", 0.0)
     )
   if kind == "constant":
-    return constant(c.peak_lr, c.warmup_steps)
+    return constant(c.peak_lr, w)
   if kind == "exponential":
-    return exponential(c.peak_lr, c.warmup_steps, total_steps - c.warmup_steps, c.final_lr, c.min_ratio)
+    return exponential(c.peak_lr, w, total_steps - w, c.final_lr, c.min_ratio)
   if kind == "linear_to_zero":
-    return linear_to_zero(c.peak_lr, c.warmup_steps, total_steps)
+    return linear_to_zero(c.peak_lr, w, total_steps)
   if kind == "wsd":
-    return wsd(c.peak_lr, c.warmup_steps, total_steps, c.decay_fraction, c.final_lr)
+    return wsd(c.peak_lr, w, total_steps, c.decay_fraction, c.final_lr)
   if kind == "cosine":
-    return cosine(c.peak_lr, c.warmup_steps, total_steps, c.final_lr)
+    return cosine(c.peak_lr, w, total_steps, c.final_lr)
   raise ValueError(f"optim.schedule={kind!r} is not one of {list(SCHEDULES)}")
 
 
@@ -168,7 +175,7 @@ def describe_schedule(optim_cfg, total_steps, tokens_per_step) -> str:
     "cosine": f"cosine {c.peak_lr:g} -> {c.final_lr:g}",
     "constant": f"constant {c.peak_lr:g}",
   }[c.schedule]
-  w = c.warmup_steps
+  w = resolve_warmup(c, total_steps)
   return (
     f"lr schedule {c.schedule}: {shape}, linear warmup {w} steps; "
     f"lr@{w}={float(sched(w)):.3g}, lr@{total_steps // 2}="

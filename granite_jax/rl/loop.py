@@ -1,12 +1,13 @@
 """The RL loop (every RL stage): rollout with the current policy -> GRPO/DAPO train step(s) -> metrics.
 
 `run_rl(config, workdir)`: the policy starts from `config.init_from` (the previous stage), the
-frozen reference from `config.rl.ref_from` (the SFT checkpoint; default init_from). Each step
-draws `rl.prompts_per_step` prompts (deterministic in (seed, step), so a resumed run sees the
-prompts an uninterrupted one would; the position is checkpointed with the state), samples
-`rl.samples_per_prompt` responses each and makes `rl.ppo_epochs` optimizer steps on that batch
-(1 = strictly on-policy). Checkpoints, resume, preemption, the non-finite guard and the metrics
-are the run scaffold's (train/session.py), as for pretraining; every step is logged.
+frozen reference from `config.rl.ref_from` (the SFT checkpoint; required at real sizes, tiny
+falls back to init_from). Each step takes the next `rl.prompts_per_step` prompts of shuffled
+epochs over the prompt set (rl/prompt_order.py: a pure function of (seed, step), so a resumed
+run sees the prompts an uninterrupted one would; the position is checkpointed with the state),
+samples `rl.samples_per_prompt` responses each and makes `rl.ppo_epochs` optimizer steps on that
+batch (1 = strictly on-policy). Checkpoints, resume, preemption, the non-finite guard and the
+metrics are the run scaffold's (train/session.py), as for pretraining; every step is logged.
 """
 from __future__ import annotations
 
@@ -14,18 +15,19 @@ import functools
 import time
 
 import jax
-import numpy as np
 from ml_collections import ConfigDict
 
 from granite_jax.ckpt.manager import abstract_like, restore_params
 from granite_jax.data.chat_template import EOT
 from granite_jax.data.tokenizer import get_tokenizer
 from granite_jax.infer.sampler import make_sampler
+from granite_jax.model import Granite
+from granite_jax.rl import prompt_order
 from granite_jax.rl import rollout as rollout_lib
 from granite_jax.rl import step as rl_step
 from granite_jax.rl.rewards import Reward, make_rewards
 from granite_jax.rl.tasks import load_tasks, tool_call_reward
-from granite_jax.model import Granite
+from granite_jax.rl.validate import check_reference
 from granite_jax.train import loop as train_loop
 from granite_jax.train import session
 from granite_jax.train import state as state_lib
@@ -48,6 +50,7 @@ def validate_rl(c: ConfigDict, dp: int) -> None:
     raise ValueError(f"rl.overlong_buffer={rl.overlong_buffer} must be in [0, rl.max_response_len)")
   if rl.temperature <= 0:
     raise ValueError(f"rl.temperature={rl.temperature} must be > 0 (GRPO needs diverse samples)")
+  check_reference(c)  # real sizes must name the SFT reference (rl.ref_from)
 
 
 def load_params(directory: str, job) -> dict:
@@ -66,23 +69,24 @@ def make_reward_registry(c: ConfigDict, tok) -> dict[str, Reward]:
 
 
 def reference_params(c: ConfigDict, job):
-  """The frozen KL reference: rl.ref_from, else init_from; with neither (a fresh-init smoke run)
+  """The frozen KL reference: rl.ref_from (else init_from, tiny only); with neither (a fresh-init smoke run)
   the fresh-init policy itself, recomputed from the seed so that a resumed run has the same one."""
-  ref_from = c.rl.ref_from or c.init_from
+  ref_from = check_reference(c)  # rl.ref_from; "" = init_from only for preset tiny
   if ref_from:
     return load_params(ref_from, job), ref_from
   return train_loop.fresh_state(job)[0].params, "initial params"
 
 
-def draw_tasks_fn(train_tasks: list, seed: int, position: session.Position):
-  """`draw(n)`: n prompts, deterministic in (seed, data position, draw); advances the position."""
+def draw_tasks_fn(train_tasks: list, seed: int, position: session.Position, max_draws: int):
+  """`draw(n)`: the next n prompts of shuffled epochs over the prompt set, a pure function of
+  (seed, data position, draw); advances the position."""
   step, draws = position.state["next"], [0]
   position.state["next"] = step + 1
 
   def draw(n):
-    r = np.random.default_rng([seed, step, draws[0]])
+    idx = prompt_order.step_prompts(len(train_tasks), seed, step, n, draws[0], max_draws)
     draws[0] += 1
-    return [train_tasks[i] for i in r.choice(len(train_tasks), n, replace=len(train_tasks) < n)]
+    return [train_tasks[i] for i in idx]
   return draw
 
 
@@ -108,7 +112,8 @@ def trainer(job, tok) -> session.Trainer:
   def next_batch(state, position, step):
     t0 = time.perf_counter()
     rng = jax.random.fold_in(jax.random.PRNGKey(c.train.seed), step)
-    batch, stats = rollout_lib.rollout(state.params, ref_params, draw_tasks_fn(train_tasks, c.train.seed, position),
+    draw = draw_tasks_fn(train_tasks, c.train.seed, position, 1 + rl.max_extra_batches)
+    batch, stats = rollout_lib.rollout(state.params, ref_params, draw,
                                        sample_fn=sample_fn, logp_fn=logp_fn, tok=tok, rewards=rewards,
                                        rl=rl, rng=rng)
     stats["_example"] = stats.pop("example")

@@ -12,6 +12,12 @@ Aggregations over the masked tokens:
 `num_tokens` / `num_seqs` default to this batch's counts; the train step passes
 the global counts of the whole batch so micro-batches and data-parallel shards
 add up to exactly the full-batch gradient.
+
+Numerics: log-ratios (logp - old, ref - logp) are clamped to +/-LOG_RATIO_CLAMP
+(verl's 20) before `exp`, so a stale or far-off token cannot overflow; masked
+tokens are replaced by 0 *before* any arithmetic (not multiplied by the mask
+after it), so an inf/NaN log-prob on a padding token reaches neither a sum nor
+a gradient (0 * inf = NaN in the backward pass of `x * mask`).
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+LOG_RATIO_CLAMP = 20.0  # exp(20) ~ 4.9e8: finite in float32, and far beyond any clip range
 
 
 def token_logprobs(logits_BTV: jax.Array, targets_BT: jax.Array, temperature: float = 1.0):
@@ -40,11 +47,14 @@ def policy_loss(logp_BT, old_logp_BT, ref_logp_BT, advantages_B, mask_BT, *,
     raise ValueError(f"dual_clip={dual_clip} must be > 1 (or None)")
   if kl_coef and ref_logp_BT is None:
     raise ValueError("ref_logp_BT is required when kl_coef != 0")
-  logp_BT = logp_BT.astype(jnp.float32)
-  mask_BT = mask_BT.astype(jnp.float32)
+  keep_BT = jnp.asarray(mask_BT) > 0
+  mask_BT = keep_BT.astype(jnp.float32)
+  zero = lambda x_BT: jnp.where(keep_BT, jnp.asarray(x_BT, jnp.float32), 0.0)  # masked -> 0 up front
+  logp_BT = zero(logp_BT)
   adv_B1 = jnp.asarray(advantages_B, jnp.float32)[:, None]
 
-  ratio_BT = jnp.exp(logp_BT - old_logp_BT)
+  log_ratio_BT = jnp.clip(logp_BT - zero(old_logp_BT), -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+  ratio_BT = jnp.exp(log_ratio_BT)
   clipped_BT = jnp.clip(ratio_BT, 1.0 - eps_low, 1.0 + eps_high)
   pg_BT = jnp.maximum(-adv_B1 * ratio_BT, -adv_B1 * clipped_BT)
   dual_BT = jnp.zeros_like(pg_BT, dtype=bool)
@@ -53,26 +63,27 @@ def policy_loss(logp_BT, old_logp_BT, ref_logp_BT, advantages_B, mask_BT, *,
     dual_BT = (adv_B1 < 0) & (pg_BT > cap_BT)
     pg_BT = jnp.where(adv_B1 < 0, jnp.minimum(pg_BT, cap_BT), pg_BT)
   if ref_logp_BT is not None:
-    d_BT = ref_logp_BT - logp_BT
+    d_BT = jnp.clip(zero(ref_logp_BT) - logp_BT, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     kl_BT = jnp.exp(d_BT) - d_BT - 1.0
   else:
     kl_BT = jnp.zeros_like(logp_BT)
   loss_BT = pg_BT + kl_coef * kl_BT if kl_coef else pg_BT
+  loss_BT = jnp.where(keep_BT, loss_BT, 0.0)
 
   n_local = jnp.sum(mask_BT)
   count_B = jnp.sum(mask_BT, axis=-1)
   if agg == "token-mean":
     denom = jnp.maximum(n_local, 1.0) if num_tokens is None else num_tokens
-    loss = jnp.sum(loss_BT * mask_BT) / denom
+    loss = jnp.sum(loss_BT) / denom
   else:
-    per_seq_B = jnp.sum(loss_BT * mask_BT, axis=-1)
+    per_seq_B = jnp.sum(loss_BT, axis=-1)
     if agg == "seq-mean-token-mean":
       per_seq_B = per_seq_B / jnp.maximum(count_B, 1.0)
     # Sequences without any trainable token (padding rows) do not count.
     denom = jnp.maximum(jnp.sum(count_B > 0), 1) if num_seqs is None else num_seqs
     loss = jnp.sum(per_seq_B) / denom
 
-  mean = lambda x_BT: jnp.sum(x_BT * mask_BT) / jnp.maximum(n_local, 1.0)
+  mean = lambda x_BT: jnp.sum(jnp.where(keep_BT, x_BT, 0.0)) / jnp.maximum(n_local, 1.0)
   metrics = dict(
       pg_loss=mean(pg_BT), kl=mean(kl_BT), ratio=mean(ratio_BT),
       # Fraction of tokens whose clip binds (gradient cut): below 1-eps_low with A<0, above 1+eps_high with A>0.
@@ -81,5 +92,5 @@ def policy_loss(logp_BT, old_logp_BT, ref_logp_BT, advantages_B, mask_BT, *,
       dual_clip_frac=mean(dual_BT.astype(jnp.float32)),
       num_tokens=n_local)
   if entropy_BT is not None:
-    metrics["entropy"] = mean(entropy_BT)
+    metrics["entropy"] = mean(zero(entropy_BT))
   return loss, metrics

@@ -38,13 +38,8 @@ from granite_jax.train import state as state_lib
 from granite_jax.train.guards import Guard, NonFiniteError
 from granite_jax.train.metrics import MetricsWriter
 from granite_jax.train.preemption import Preemption, exit_preempted
+from granite_jax.train.steps import total_steps  # tokens / explicit steps / SFT epochs over the data
 from granite_jax.train.validate import validate
-
-
-def total_steps(c: ConfigDict) -> int:
-  if c.train.tokens > 0:
-    return max(1, int(c.train.tokens // (c.train.global_batch * c.train.seq_len)))
-  return int(c.train.steps)
 
 
 @dataclasses.dataclass

@@ -15,6 +15,7 @@ from granite_jax.data.tokenizer import get_tokenizer
 from granite_jax.model.config import PRESETS, ModelConfig
 from granite_jax.ops.attention import check_supported
 from granite_jax.sharding.mesh import resolve_shape
+from granite_jax.train.steps import steps_from_data
 
 
 def _positive_int(c: ConfigDict, section: str, field: str, minimum: int = 1) -> int:
@@ -38,7 +39,7 @@ def validate(c: ConfigDict, n_devices: int, process_count: int = 1, data: bool =
   seq_len = _positive_int(c, "train", "seq_len", 2)
   global_batch = _positive_int(c, "train", "global_batch")
   grad_accum = _positive_int(c, "train", "grad_accum")
-  _positive_int(c, "train", "steps")
+  _positive_int(c, "train", "steps", 0 if steps_from_data(c) else 1)  # SFT: 0 = count from the data
   _positive_int(c, "train", "log_every")
   _positive_int(c, "train", "eval_every")
   _positive_int(c, "train", "eval_batches", 0)

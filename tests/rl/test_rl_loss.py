@@ -22,15 +22,16 @@ def _np_loss(logp, old, ref, adv, mask, eps_low=0.2, eps_high=0.28, kl_coef=0.0,
   loss_bt = np.zeros_like(logp)
   for b in range(logp.shape[0]):
     for t in range(logp.shape[1]):
-      a, ratio = adv[b], np.exp(logp[b, t] - old[b, t])
+      a, ratio = adv[b], np.exp(np.clip(logp[b, t] - old[b, t], -20, 20))  # verl's clamp
       pg = max(-a * ratio, -a * min(max(ratio, 1 - eps_low), 1 + eps_high))
       if dual_clip is not None and a < 0:
         pg = min(pg, -a * dual_clip)
-      d = ref[b, t] - logp[b, t]
+      d = np.clip(ref[b, t] - logp[b, t], -20, 20)
       loss_bt[b, t] = pg + kl_coef * (np.exp(d) - d - 1)
+  loss_bt = np.where(mask > 0, loss_bt, 0.0)
   if agg == "token-mean":
-    return (loss_bt * mask).sum() / mask.sum()
-  per_seq = (loss_bt * mask).sum(1)
+    return loss_bt.sum() / mask.sum()
+  per_seq = loss_bt.sum(1)
   if agg == "seq-mean-token-mean":
     per_seq = per_seq / np.maximum(mask.sum(1), 1)
   return per_seq.sum() / (mask.sum(1) > 0).sum()
@@ -126,3 +127,51 @@ def test_token_logprobs_and_entropy():
   logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
   np.testing.assert_allclose(lp, np.take_along_axis(logp, tgt[..., None], -1)[..., 0], atol=1e-5)
   np.testing.assert_allclose(ent, -(np.exp(logp) * logp).sum(-1), atol=1e-5)
+
+
+@pytest.mark.parametrize("value, g", [(7.3, 16), (2 / 3, 8), (1e6, 16), (-0.1, 5)])
+@pytest.mark.parametrize("ddof, scale", [(0, True), (1, True), (0, False)])
+def test_constant_group_advantage_is_exactly_zero(value, g, ddof, scale):
+  r = np.full((3, g), value, np.float32)
+  r[1] = np.float32(value) * np.linspace(0.5, 1.5, g, dtype=np.float32)  # one informative group
+  adv = np.asarray(group_advantages(r, ddof=ddof, scale_by_std=scale))
+  assert np.all(adv[0] == 0.0) and np.all(adv[2] == 0.0), adv[0]
+  want = _np_advantages(r[1].astype(np.float64), ddof=ddof, scale=scale)
+  np.testing.assert_allclose(adv[1], want, rtol=1e-4, atol=1e-4 * (1 if scale else abs(value)))
+
+
+def test_advantage_of_large_rewards_matches_float64():
+  r = np.array([[1e6, 1e6 + 1, 1e6 + 3, 1e6, 1e6 + 2, 1e6 + 1, 1e6, 1e6 + 4]], np.float32)
+  np.testing.assert_allclose(group_advantages(r), _np_advantages(r), rtol=1e-5, atol=1e-5)
+
+
+def _extreme_batch():
+  """Ratios 1e+40 / 1e-40 (log-ratio +/-92.1) and reference gaps of the same size on trained tokens;
+  masked tokens hold -inf / nan log-probs, as a padding position of a broken logit row could."""
+  logp, old, ref, adv, mask = _batch(4)
+  big = np.float32(np.log(1e40))  # 92.1: exp overflows float32 (max ~3.4e38)
+  old[0, :3] = logp[0, :3] - big   # ratio 1e40
+  old[1, :3] = logp[1, :3] + big   # ratio 1e-40
+  ref[2, :3] = logp[2, :3] + big
+  ref[3, :3] = logp[3, :3] - big
+  mask[:4, :3] = 1.0
+  mask[:, -2:] = 0.0
+  logp[:, -1], old[:, -2], ref[:, -1] = -np.inf, np.nan, np.inf
+  return logp, old, ref, adv, mask
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean"])
+def test_extreme_ratios_and_masked_nonfinite_give_finite_loss_and_gradient(agg):
+  logp, old, ref, adv, mask = _extreme_batch()
+  kw = dict(kl_coef=0.1, agg=agg, dual_clip=3.0)
+  fn = lambda lp, o, r: policy_loss(lp, o, r, adv, mask, **kw)
+  (loss, m), grads = jax.value_and_grad(fn, argnums=(0, 1, 2), has_aux=True)(logp, old, ref)
+  sane = lambda x: np.where(mask > 0, x, 0.0)  # the reference never sees the masked values
+  want = _np_loss(sane(logp), sane(old), sane(ref), adv, mask, kl_coef=0.1, agg=agg, dual_clip=3.0)
+  assert np.isfinite(float(loss))
+  np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+  for name, g in zip(("logp", "old_logp", "ref_logp"), grads):
+    assert np.isfinite(np.asarray(g)).all(), name
+    assert np.all(np.asarray(g)[mask == 0] == 0.0), name  # nothing flows to masked tokens
+  assert all(np.isfinite(float(v)) for v in m.values())
+  assert float(m["ratio"]) > 1e6  # the clamp bounds the ratio at e^20, it does not hide it

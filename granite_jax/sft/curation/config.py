@@ -4,6 +4,11 @@ Token counting (`tokenizer`): None counts whitespace-separated words (fast, no
 files needed, a rough lower bound on real token counts); "demo" uses this
 project's demo BPE (trained on the demo corpus on first use); any other value
 is a tokenizer.json path (e.g. Granite's).
+
+The default length limit is the SFT sequence (`SFT_SEQ_LEN`, configs/sft.py's
+train.seq_len at 3b/8b/30b) in tokens of the given tokenizer: curate with the
+SFT run's tokenizer (`--tokenizer /data/granite/tokenizer.json`) and what is
+kept fits an SFT row, so the SFT pipeline truncates nothing.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ HARD_REJECT_FLAGS = ("hallucination", "false_premise_accepted", "incorrect_compu
                      "ungrounded_rag_answer")
 JUDGE_KINDS = ("none", "openai", "model")
 BUCKETS = ("accepted", "borderline", "rejected")
+SFT_SEQ_LEN = 16_384  # configs/sft.py train.seq_len at the real sizes (a test keeps them equal)
 
 
 def default_weights() -> dict[str, float]:
@@ -29,7 +35,7 @@ def default_weights() -> dict[str, float]:
 @dataclasses.dataclass
 class CurationConfig:
   # Rule stage.
-  max_tokens: int = 4096
+  max_tokens: int = SFT_SEQ_LEN  # in tokens of `tokenizer`
   truncate: bool = True  # drop trailing turns to fit max_tokens (else reject as too_long)
   tokenizer: str | None = None
   cache_dir: str = ""  # demo tokenizer cache ("" = ~/.cache/granite_jax)
