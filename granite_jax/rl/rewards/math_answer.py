@@ -107,8 +107,32 @@ def _parse(s: str):
   )
   tr = standard_transformations + (implicit_multiplication_application,)
   code = _latex_to_sympy(s)
-  check_bounded(parse_expr(code, transformations=tr, evaluate=False))
-  return parse_expr(code, transformations=tr, evaluate=True)
+  names = _guarded_namespace()  # factorial(10**6) evaluates even in an unevaluated parse
+  check_bounded(parse_expr(code, transformations=tr, global_dict=names, evaluate=False))
+  return parse_expr(code, transformations=tr, global_dict=names, evaluate=True)
+
+
+_NAMESPACE: dict = {}
+
+
+def _guarded_namespace() -> dict:
+  """sympy's names, with factorial-like functions refusing large numeric arguments."""
+  if not _NAMESPACE:
+    import sympy
+    exec("from sympy import *", _NAMESPACE)  # what parse_expr uses by default  # noqa: S102
+
+    def guard(f):
+      def g(*args, **kw):
+        for a in args:
+          a = sympy.sympify(a)
+          if a.is_number and _magnitude(a) > _MAX_FACT_ARG:
+            raise _TooBig(f"{f.__name__} of a large argument: {a}")
+        return f(*args, **kw)
+      return g
+    for name in _FACTORIAL_LIKE:
+      if name in _NAMESPACE:
+        _NAMESPACE[name] = guard(_NAMESPACE[name])
+  return _NAMESPACE
 
 
 def _sympy_equal(a: str, b: str) -> bool:
