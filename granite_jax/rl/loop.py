@@ -22,6 +22,7 @@ from granite_jax.data.pipeline import get_tokenizer
 from granite_jax.rl import rollout as rollout_lib
 from granite_jax.rl import step as rl_step
 from granite_jax.rl.rewards import Reward, make_rewards
+from granite_jax.rl.rewards.scorer import build_rewards  # [rewards]
 from granite_jax.rl.sampler import make_sampler
 from granite_jax.rl.tasks import load_tasks, tool_call_reward
 from granite_jax.train import loop as train_loop
@@ -75,9 +76,13 @@ def run_rl(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict:
   if is_main:
     train_loop.write_run_files(c, job, workdir)  # model_config.json: the next stage's init_from
   tok = get_tokenizer(c.data)
-  rewards = make_reward_registry(c, tok)
+  rewards = build_rewards(c, tok)  # [rewards] worker pool starts here, importing while XLA compiles
   train_tasks = load_tasks(rl, tok, "train", n_demo=2000, seed=c.train.seed)
   eval_tasks = load_tasks(rl, tok, "eval", n_demo=rl.eval_prompts_n, seed=c.train.seed + 1)
+  rewards.check_domains([t["domain"] for t in train_tasks],  # [rewards] unknown domains stop here
+                        where=f"rl.prompts={rl.prompts!r}" if rl.prompts else f"rl.demo_tasks={rl.demo_tasks!r}")
+  rewards.check_domains([t["domain"] for t in eval_tasks],
+                        where=f"rl.eval_prompts={rl.eval_prompts!r}" if rl.eval_prompts else "rl.demo_tasks")
   eval_tasks = (eval_tasks * (-(-rl.eval_prompts_n // len(eval_tasks))))[: rl.eval_prompts_n]
 
   ckpt = Checkpointer(os.path.join(workdir, "ckpt"), max_to_keep=c.ckpt.max_to_keep,
@@ -159,6 +164,7 @@ def run_rl(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict:
         exit_preempted(step, ckpt, bar)
   finally:
     preempt.restore()
+    rewards.close()  # [rewards] ends the worker processes
   bar.close()
   ckpt.close()
   writer.close()

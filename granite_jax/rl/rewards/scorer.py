@@ -44,6 +44,7 @@ class RewardScorer:
     self.sources, self.fallback, self.pool = sources, fallback, pool
     self.weights, self.mins, self.batch_size = weights or {}, mins or {}, batch_size
     self.totals: dict[str, int] = {}  # failures per domain over the run
+    self._pending: dict[str, float] = {}  # metrics of the score() calls since pop_metrics()
 
   def source(self, domain: str) -> Source:
     src = self.sources.get(domain, self.fallback)
@@ -118,7 +119,7 @@ class RewardScorer:
     for i, (status, value) in enumerate(out):
       d = domains[i]
       if status == "data":
-        rec = records[i] if records else f"item {i} (prompt ...{str(prompts[i])[-60:]!r})"
+        rec = records[i] if records and records[i] else f"item {i} (prompt ...{str(prompts[i])[-60:]!r})"
         raise RewardDataError(f"reward {d!r}: malformed reference of record {rec}: {value}")
       if status == "ok":
         raw = float(value)
@@ -133,7 +134,14 @@ class RewardScorer:
     metrics.update(reward_failures=float(sum(fails.values())), reward_timeouts=float(kinds["timeout"]),
                    reward_crashes=float(kinds["crash"]), reward_score_s=seconds,
                    reward_worker_restarts=float(self.pool.restarts if self.pool else 0))
+    for k, v in metrics.items():
+      self._pending[k] = v if k == "reward_worker_restarts" else self._pending.get(k, 0.0) + v
     return rewards, metrics
+
+  def pop_metrics(self) -> dict[str, float]:
+    """Summed metrics of every score() call since the last pop (a step may score several batches)."""
+    out, self._pending = self._pending, {}
+    return out
 
   def close(self) -> None:
     if self.pool is not None:
@@ -144,6 +152,14 @@ class RewardScorer:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def as_scorer(rewards) -> RewardScorer:
+  """A RewardScorer as is; a legacy {domain: Reward} dict scored in this process (no limits)."""
+  if isinstance(rewards, RewardScorer):
+    return rewards
+  return RewardScorer({d: Source("local", local=r) for d, r in rewards.items()},
+                      mins={d: r.min_reward for d, r in rewards.items()})
 
 
 def build_rewards(config, tok=None, *, chat_model: Callable | None = None) -> RewardScorer:
