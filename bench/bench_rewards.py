@@ -30,31 +30,30 @@ SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"
 def batch(n: int, seed: int = 0) -> tuple[list, list, list, list]:
   rng = random.Random(seed)
   prompts, responses, refs, domains = [], [], [], []
+  cons = [{"type": "word_count", "max": 20}, {"type": "keywords", "words": ["granite"]},
+          {"type": "no_commas"}]
   for i in range(n):
     kind = i % 8
     a, b = rng.randint(2, 999), rng.randint(2, 999)
     if kind < 3:
-      gold = f"\\frac{{{a}}}{{{b}}}"
+      ref = f"\\frac{{{a}}}{{{b}}}"
       resp = [f"so the answer is \\boxed{{{a / b:.12f}}}", f"\\boxed{{\\dfrac{{{2 * a}}}{{{2 * b}}}}}",
               f"The answer is {a + b}.", f"\\boxed{{{a}x^2 + {b}}}"][rng.randrange(4)]
-      domains.append("math"), refs.append(gold), responses.append(resp)
+      d = "math"
     elif kind == 3:
-      domains.append("science"), refs.append("ABCD"[a % 4]), responses.append(f"Reasoning... answer is ({'ABCD'[b % 4]})")
+      d, ref, resp = "science", "ABCD"[a % 4], f"Reasoning... answer is ({'ABCD'[b % 4]})"
     elif kind == 4:
-      domains.append("instruction_following")
-      refs.append([{"type": "word_count", "max": 20}, {"type": "keywords", "words": ["granite"]}, {"type": "no_commas"}])
-      responses.append(" ".join(["granite"] * (a % 25)))
+      d, ref, resp = "instruction_following", cons, " ".join(["granite"] * (a % 25))
     elif kind == 5:
-      domains.append("structured_output"), refs.append(SCHEMA)
-      responses.append(json.dumps({"name": f"n{a}", "age": b if a % 2 else str(b)}))
+      d, ref, resp = "structured_output", SCHEMA, json.dumps({"name": f"n{a}", "age": b if a % 2 else str(b)})
     elif kind == 6:
-      domains.append("text2sql"), refs.append({"schema": DB, "gold": f"SELECT name FROM emp WHERE salary > {a % 130}"})
-      responses.append(f"```sql\nSELECT name FROM emp WHERE salary > {b % 130}\n```")
+      d, ref = "text2sql", {"schema": DB, "gold": f"SELECT name FROM emp WHERE salary > {a % 130}"}
+      resp = f"```sql\nSELECT name FROM emp WHERE salary > {b % 130}\n```"
     else:
-      call = {"name": "add", "arguments": {"a": a, "b": b}}
-      domains.append("tool_call"), refs.append(json.dumps(call, sort_keys=True))
-      responses.append(f"<tool_call>{json.dumps({'name': 'add', 'arguments': {'a': a, 'b': b if i % 3 else a}})}</tool_call>")
-    prompts.append(f"question {i}")
+      d, ref = "tool_call", json.dumps({"name": "add", "arguments": {"a": a, "b": b}}, sort_keys=True)
+      call = {"name": "add", "arguments": {"a": a, "b": b if i % 3 else a}}
+      resp = f"<tool_call>{json.dumps(call)}</tool_call>"
+    prompts.append(f"question {i}"), responses.append(resp), refs.append(ref), domains.append(d)
   return prompts, responses, refs, domains
 
 
@@ -95,15 +94,17 @@ def main() -> None:
   rows.append(dict(name="old in-process loop", workers=0, seconds=t_old, rate=a.n / t_old, startup_s=0.0))
   for w in a.workers:
     t0 = time.perf_counter()
-    scorer = build_rewards(ConfigDict(dict(reward_workers=w, reward_timeout_s=a.timeout_s, reward_memory_mb=2048)))
+    scorer = build_rewards(ConfigDict(dict(reward_workers=w, reward_timeout_s=a.timeout_s,
+                                           reward_memory_mb=2048)))
     scorer.score(*batch(8, 99))  # waits for the workers to start
     startup = time.perf_counter() - t0
     got = scorer.score(*data[0])[0]
     assert [round(x, 6) for x in got] == [round(x, 6) for x in ref_scores], "pool and old loop disagree"
     t = timed(lambda *d: scorer.score(*d))
     scorer.close()
-    rows.append(dict(name=f"pool, {w} worker{'s' * (w > 1)}", workers=w, seconds=t, rate=a.n / t, startup_s=startup))
-  print(f"\nrollout scoring, {a.n} responses, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()})")
+    rows.append(dict(name=f"pool, {w} worker{'s' * (w > 1)}", workers=w, seconds=t, rate=a.n / t,
+                     startup_s=startup))
+  print(f"\nrollout scoring, {a.n} responses, {os.cpu_count()} CPUs ({platform.machine()})")
   print("| scorer | responses/s | s per batch | vs old loop | worker start-up s |\n|---|---:|---:|---:|---:|")
   for r in rows:
     print(f"| {r['name']} | {r['rate']:.0f} | {r['seconds']:.3f} | {r['rate'] / rows[0]['rate']:.2f}x | "

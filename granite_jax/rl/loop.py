@@ -80,7 +80,8 @@ def run_rl(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict:
   train_tasks = load_tasks(rl, tok, "train", n_demo=2000, seed=c.train.seed)
   eval_tasks = load_tasks(rl, tok, "eval", n_demo=rl.eval_prompts_n, seed=c.train.seed + 1)
   rewards.check_domains([t["domain"] for t in train_tasks],  # [rewards] unknown domains stop here
-                        where=f"rl.prompts={rl.prompts!r}" if rl.prompts else f"rl.demo_tasks={rl.demo_tasks!r}")
+                        where=f"rl.prompts={rl.prompts!r}" if rl.prompts
+                        else f"rl.demo_tasks={rl.demo_tasks!r}")
   rewards.check_domains([t["domain"] for t in eval_tasks],
                         where=f"rl.eval_prompts={rl.eval_prompts!r}" if rl.eval_prompts else "rl.demo_tasks")
   eval_tasks = (eval_tasks * (-(-rl.eval_prompts_n // len(eval_tasks))))[: rl.eval_prompts_n]

@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from tests.ckpt.hf_helpers import randomize_norms, rel_err, torch, transformers  # noqa: F401 -- skips w/o torch
+from tests.ckpt.hf_helpers import randomize_norms, rel_err, torch, transformers  # noqa: F401 -- skips
+
 
 from granite_jax.ckpt.hf_cli import main as hf_main  # noqa: E402
 from granite_jax.ckpt.hf_reward import load_reward_model  # noqa: E402

@@ -72,7 +72,8 @@ def scorer(user_module):
   s.close()
 
 
-HANGING = ["so \\boxed{10^{10^{10}}}", "so \\boxed{9**9**9**9}", "\\boxed{1000000!}", "\\boxed{2^{2^{2^{2^{2^{2}}}}}}"]
+HANGING = ["so \\boxed{10^{10^{10}}}", "so \\boxed{9**9**9**9}", "\\boxed{1000000!}",
+           "\\boxed{2^{2^{2^{2^{2^{2}}}}}}"]
 
 
 def test_math_never_builds_huge_numbers_and_keeps_equivalents():
@@ -81,7 +82,8 @@ def test_math_never_builds_huge_numbers_and_keeps_equivalents():
     assert math_reward("q", r, "7") == 0.0
     assert time.perf_counter() - t < 2.0, r
   for r, gold in [("\\boxed{2^{10}}", "1024"), ("\\boxed{5!}", "120"), ("\\boxed{10^{3}}", "1000"),
-                  ("\\boxed{2^{x}}", "2^x"), ("\\boxed{10^{10^{10}}}", "10^{10^{10}}"), ("\\boxed{3^{-2}}", "1/9")]:
+                  ("\\boxed{2^{x}}", "2^x"), ("\\boxed{10^{10^{10}}}", "10^{10^{10}}"),
+                  ("\\boxed{3^{-2}}", "1/9")]:
     assert math_reward("q", r, gold) == 1.0, (r, gold)
 
 

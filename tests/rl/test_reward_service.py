@@ -103,8 +103,8 @@ def test_scorer_per_domain_and_global_urls_batches_and_metrics(server):
   Handler.failures_left["malformed-all"] = 10 ** 6
   s = build_rewards(rl)
   n0 = len(Handler.log)
-  r, m = s.score(["p"] * 6, ["ab", "abcd", "x", "yy", "\\boxed{4}", "unscorable"], ["r", "r", "r", "r", "4", "r"],
-                 ["code", "code", "judge", "judge", "math", "code"])
+  r, m = s.score(["p"] * 6, ["ab", "abcd", "x", "yy", "\\boxed{4}", "unscorable"],
+                 ["r", "r", "r", "r", "4", "r"], ["code", "code", "judge", "judge", "math", "code"])
   np.testing.assert_allclose(r, [1.0, 2.0, -2, -2, 1.0, 0.0])
   assert m["reward_failures/judge"] == 2 and m["reward_failures/code"] == 1 and m["reward_failures/math"] == 0
   assert sorted(Handler.log[n0:]) == [("malformed-all", 2), ("ok", 3)]  # one POST per domain batch

@@ -74,7 +74,9 @@ def parse_map(value, field: str, cast: Callable = str) -> dict:
 
 
 def parse_urls(value, field: str = "rl.reward_url") -> tuple[str, dict[str, str]]:
-  """rl.reward_url: one URL for every domain without another reward, or `domain=URL,...` -> (global, per domain)."""
+  """rl.reward_url: a URL for every domain without another reward, or `domain=URL,...`.
+
+  -> (global URL or "", {domain: URL})."""
   if isinstance(value, Mapping):
     return "", parse_map(value, field)
   s = str(value or "").strip()

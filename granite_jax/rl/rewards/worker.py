@@ -58,7 +58,8 @@ def score_items(fn, batched: bool, prompts, responses, references) -> list[tuple
     if batched:
       out = list(fn(list(prompts), list(responses), list(references)))
       if len(out) != len(prompts):
-        return [("error", f"batched reward returned {len(out)} values for {len(prompts)} items")] * len(prompts)
+        why = f"batched reward returned {len(out)} values for {len(prompts)} items"
+        return [("error", why)] * len(prompts)
       return [_value(r) for r in out]
     results = []
     for p, r, ref in zip(prompts, responses, references):
