@@ -122,3 +122,17 @@ def test_data_errors_and_unknown_domains_are_named(scorer, user_module):
     build_rewards(rl_block(reward_fns="x=no_such_mod:f"))
   with pytest.raises(ValueError, match="has no function 'missing'"):
     build_rewards(rl_block(reward_fns=f"x={user_module}:missing"))
+
+
+def test_config_maps_name_the_field():
+  from granite_jax.rl.rewards.registry import parse_map, parse_urls, split_path
+  assert parse_map("a=1, b=0.5", "rl.reward_weights", float) == {"a": 1.0, "b": 0.5}
+  assert parse_urls("http://h:1/s?x=1") == ("http://h:1/s?x=1", {})
+  assert parse_urls("code=http://h/a,math=https://h/b") == ("", {"code": "http://h/a", "math": "https://h/b"})
+  assert split_path("pkg.mod:fn@batched") == ("pkg.mod", "fn", True)
+  with pytest.raises(ValueError, match="rl.reward_weights: domain 'a'"):
+    parse_map("a=heavy", "rl.reward_weights", float)
+  with pytest.raises(ValueError, match="rl.reward_url.*'code'"):
+    parse_urls("code=ftp://h")
+  with pytest.raises(ValueError, match="package.module:function"):
+    split_path("pkg.mod.fn")
