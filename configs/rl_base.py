@@ -38,6 +38,17 @@ def rl_config(arg, *, name: str, lr: float, kl_coef: float, steps: int, tiny_ste
       dynamic_sampling=False, max_extra_batches=2,
       correct_threshold=1.0,            # a sample counts as accurate when its reward >= this
       eval_prompts_n=32 if tiny else 256,
+      # --- rewards (granite_jax/rl/rewards/scorer.py; README "Rewards") ---
+      reward_fns="",                    # 'domain=package.module:function[@batched],...' (own verifiers)
+      reward_url="",                    # reward service: a URL for every other domain, or 'domain=URL,...'
+      reward_weights="",                # 'domain=w,...': reward = w * raw reward (default 1)
+      reward_min="",                    # 'domain=r,...': score of a failed call (default 0; chat -10)
+      reward_workers=2 if tiny else 8,  # worker processes (0 = in this process, no time/memory limit)
+      reward_timeout_s=10.0,            # per call (one response; one batch of a batched reward)
+      reward_memory_mb=2048,            # address-space limit of each worker (RLIMIT_AS)
+      reward_batch_size=32,             # responses per call of a batched reward
+      reward_service=ConfigDict(dict(timeout_s=30.0, concurrency=4, retries=2, backoff_s=0.5,
+                                     batch_size=32, max_consecutive_failures=0)),  # 0 = never stop
   ))
   c.train.global_batch = c.rl.prompts_per_step * c.rl.samples_per_prompt
   c.train.seq_len = c.rl.max_prompt_len + c.rl.max_response_len

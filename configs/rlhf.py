@@ -3,6 +3,8 @@ through the `chat` reward hook. LR 3e-7, KL 0.09 (report). Steps are not in the 
 
   python launch/run.py --config=configs/rlhf.py --config.init_from=runs/rl_multidomain/ckpt \
       --config.rl.ref_from=runs/sft/ckpt --config.rl.reward_model=runs/reward_model
+A released Hugging Face reward model (`*ForSequenceClassification`, one label) works too:
+  python -m granite_jax.ckpt.hf import HF_RM_DIR runs/hf_rm   then --config.rl.reward_model=runs/hf_rm
 `tiny`: the demo prompts, scored by the tiny reward model.
 """
 from configs.rl_base import rl_config

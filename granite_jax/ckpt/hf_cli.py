@@ -3,6 +3,8 @@
 import HF_DIR CKPT_DIR   writes an Orbax CheckpointManager dir (step 0, item `state`
                          = {"params"}) that `--config.init_from=CKPT_DIR` loads, plus
                          CKPT_DIR/model_config.json (ModelConfig.to_dict()).
+import HF_DIR WORKDIR    a *ForSequenceClassification reward model (auto-detected, or
+                         --reward-model) -> an rl.reward_model workdir (ckpt/hf_reward.py)
 export CKPT_DIR HF_DIR   reads the params of a training run (WORKDIR or WORKDIR/ckpt)
                          one leaf at a time and streams them into safetensors.
 The model config of an export comes from --model-config (JSON or file), --preset,
@@ -74,6 +76,12 @@ def export_hf(ckpt_dir: str, hf_dir: str, *, model_config: str | None = None, pr
                          max_shard_size=max_shard_size, progress=progress)
 
 
+def _is_reward_model(hf_dir: str) -> bool:
+  from granite_jax.ckpt.hf import read_config
+  from granite_jax.ckpt.hf_reward import is_reward_model
+  return is_reward_model(read_config(hf_dir))
+
+
 def main(argv: list[str] | None = None) -> None:
   p = argparse.ArgumentParser(prog="python -m granite_jax.ckpt.hf", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,6 +89,11 @@ def main(argv: list[str] | None = None) -> None:
   imp = sub.add_parser("import", help="HF folder -> Orbax checkpoint dir")
   imp.add_argument("hf_dir")
   imp.add_argument("ckpt_dir")
+  imp.add_argument("--reward-model", action="store_true",
+                   help="a *ForSequenceClassification reward model -> an rl.reward_model workdir "
+                        "(auto-detected from config.json architectures)")
+  imp.add_argument("--seq-len", type=int, help="reward model: longest sequence scored (default: "
+                   "max_position_embeddings, at most 8192)")
   exp = sub.add_parser("export", help="Orbax checkpoint (run workdir or its ckpt/) -> HF folder")
   exp.add_argument("ckpt_dir")
   exp.add_argument("hf_dir")
@@ -92,7 +105,11 @@ def main(argv: list[str] | None = None) -> None:
   exp.add_argument("--tokenizer", help="tokenizer.json or a folder with HF tokenizer files")
   exp.add_argument("--max-shard-size", default="5GB")
   a = p.parse_args(argv)
-  if a.cmd == "import":
+  if a.cmd == "import" and (a.reward_model or _is_reward_model(a.hf_dir)):
+    from granite_jax.ckpt.hf_reward import import_reward_model
+    import_reward_model(a.hf_dir, a.ckpt_dir, seq_len=a.seq_len)
+    print(f"wrote reward model {a.ckpt_dir}; use it with --config.rl.reward_model={a.ckpt_dir}")
+  elif a.cmd == "import":
     cfg = import_hf(a.hf_dir, a.ckpt_dir)
     print(f"wrote {a.ckpt_dir} (step 0) and {MODEL_CONFIG}; train from it with "
           f"--config.init_from={a.ckpt_dir} and model fields {json.dumps(cfg.to_dict())}")

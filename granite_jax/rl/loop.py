@@ -25,8 +25,8 @@ from granite_jax.model import Granite
 from granite_jax.rl import prompt_order
 from granite_jax.rl import rollout as rollout_lib
 from granite_jax.rl import step as rl_step
-from granite_jax.rl.rewards import Reward, make_rewards
-from granite_jax.rl.tasks import load_tasks, tool_call_reward
+from granite_jax.rl.rewards.scorer import build_rewards
+from granite_jax.rl.tasks import load_tasks
 from granite_jax.rl.validate import check_reference
 from granite_jax.train import loop as train_loop
 from granite_jax.train import session
@@ -58,16 +58,6 @@ def load_params(directory: str, job) -> dict:
   return restore_params(directory, abstract_like(abstract, job.shardings.params))
 
 
-def make_reward_registry(c: ConfigDict, tok) -> dict[str, Reward]:
-  chat_model = None
-  if c.rl.reward_model:
-    from granite_jax.rl.reward_model import load_scorer
-    chat_model = load_scorer(c.rl.reward_model, tok)
-  rewards = make_rewards(chat_model, chat_min_reward=-10.0)
-  rewards["tool_call"] = Reward("tool_call", tool_call_reward)
-  return rewards
-
-
 def reference_params(c: ConfigDict, job):
   """The frozen KL reference: rl.ref_from (else init_from, tiny only); with neither (a fresh-init smoke run)
   the fresh-init policy itself, recomputed from the seed so that a resumed run has the same one."""
@@ -92,9 +82,14 @@ def draw_tasks_fn(train_tasks: list, seed: int, position: session.Position, max_
 
 def trainer(job, tok) -> session.Trainer:
   c, rl = job.config, job.config.rl
-  rewards = make_reward_registry(c, tok)
+  rewards = build_rewards(c, tok)  # the bounded worker pool starts here, importing while XLA compiles
   train_tasks = load_tasks(rl, tok, "train", n_demo=2000, seed=c.train.seed)
   eval_tasks = load_tasks(rl, tok, "eval", n_demo=rl.eval_prompts_n, seed=c.train.seed + 1)
+  rewards.check_domains([t["domain"] for t in train_tasks],  # [rewards] unknown domains stop here
+                        where=f"rl.prompts={rl.prompts!r}" if rl.prompts
+                        else f"rl.demo_tasks={rl.demo_tasks!r}")
+  rewards.check_domains([t["domain"] for t in eval_tasks],
+                        where=f"rl.eval_prompts={rl.eval_prompts!r}" if rl.eval_prompts else "rl.demo_tasks")
   eval_tasks = (eval_tasks * (-(-rl.eval_prompts_n // len(eval_tasks))))[: rl.eval_prompts_n]
   ref_params, ref_name = reference_params(c, job)
   eot = tok.token_to_id(EOT)
@@ -141,7 +136,7 @@ def trainer(job, tok) -> session.Trainer:
                              kl=f"{r['kl']:.4f}", len=f"{r['response_len']:.1f}"),
       log_line=lambda r: (f"step {r['step']}: reward {r['reward_mean']:.3f} acc {r['accuracy']:.2f} | "
                           f"{r['_example']!r}") if r["step"] % c.train.log_every == 0 else None,
-      done_line=done_line)
+      done_line=done_line, close=rewards.close)  # close: ends the reward worker processes
 
 
 def run_rl(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict:

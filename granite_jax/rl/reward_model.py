@@ -54,9 +54,11 @@ def pad_rows(rows: list[list[int]], seq_len: int, pad_id: int = 0) -> tuple[np.n
 
 
 def load_scorer(workdir: str, tok):
-  """A trained reward model's workdir -> `score(prompt, response) -> float` for the chat reward.
+  """A reward model's workdir -> `score(prompt, response) -> float` for the chat reward.
 
-  `prompt` is the rendered chat prompt (ending in the assistant generation prompt).
+  `prompt` is the rendered chat prompt (ending in the assistant generation prompt). A model trained
+  here scores prompt + response + <|end_of_text|> in the policy's tokenizer `tok`; one imported from
+  Hugging Face (ckpt/hf_reward.py) scores prompt + response in its own tokenizer.json.
   """
   from granite_jax.ckpt.manager import restore_params
   from granite_jax.data.chat_template import EOT
@@ -64,17 +66,26 @@ def load_scorer(workdir: str, tok):
   path = os.path.join(workdir, "model_config.json")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"rl.reward_model={workdir!r}: no model_config.json (train one with "
-                            "configs/reward_model.py)")
+                            "configs/reward_model.py, or import one: python -m granite_jax.ckpt.hf "
+                            "import HF_DIR WORKDIR)")
   with open(path) as f:
     cfg = ModelConfig.from_dict(json.load(f))
   with open(os.path.join(workdir, "config.json")) as f:
     seq_len = json.load(f)["train"]["seq_len"]
+  suffix = EOT
+  meta = os.path.join(workdir, "reward_model.json")
+  if os.path.isfile(meta):
+    with open(meta) as f:
+      suffix = json.load(f).get("suffix", EOT)
+  if os.path.isfile(os.path.join(workdir, "tokenizer.json")):
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(os.path.join(workdir, "tokenizer.json"))
   abstract = jax.eval_shape(lambda: init_rm_params(cfg, jax.random.PRNGKey(0)))
   params = restore_params(os.path.join(workdir, "ckpt"), abstract)
   fn = jax.jit(lambda p, t, s: rm_scores(p, t, s, cfg=cfg))
 
   def score(prompt: str, response: str) -> float:
-    ids = tok.encode(prompt + response + EOT).ids
+    ids = tok.encode(prompt + response + suffix).ids
     tokens, seg = pad_rows([ids], seq_len)
     return float(fn(params, tokens, seg)[0])
   return score

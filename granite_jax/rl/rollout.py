@@ -22,8 +22,8 @@ import numpy as np
 
 from granite_jax.data.chat_template import EOT
 from granite_jax.rl.grpo import group_advantages
-from granite_jax.rl.rewards import score
 from granite_jax.infer.sampler import left_pad
+from granite_jax.rl.rewards.scorer import as_scorer  # [rewards] RewardScorer (bounded, batched)
 
 
 def overlong_penalty(lengths_N, max_len: int, buffer: int, penalty: float = 1.0) -> np.ndarray:
@@ -47,11 +47,11 @@ def sample_and_score(params, tasks, *, sample_fn, tok, rewards, rl, rng, samples
                                  np.float32(rl.top_p), np.int32(rl.top_k)))
   tokens, logprobs, lengths = (np.asarray(out[k]) for k in ("tokens", "logprobs", "lengths"))
   G = samples_per_prompt
-  raw, texts = np.zeros(len(tokens), np.float32), []
-  for i, (row, n) in enumerate(zip(tokens, lengths)):
-    task = tasks[i // G]
-    texts.append(decode_response(tok, row, int(n)))
-    raw[i] = score(rewards, task["domain"], task["prompt"], texts[-1], task["reference"])
+  # [rewards] one bounded, parallel scoring call per rollout batch (rl/rewards/scorer.py)
+  texts = [decode_response(tok, row, int(n)) for row, n in zip(tokens, lengths)]
+  rows = [tasks[i // G] for i in range(len(tokens))]
+  raw, _ = as_scorer(rewards).score([t["prompt"] for t in rows], texts, [t["reference"] for t in rows],
+                                    [t["domain"] for t in rows], [t.get("record") for t in rows])
   stopped = np.array([n > 0 and row[n - 1] == eot for row, n in zip(tokens, lengths)])
   return dict(tokens=tokens, logprobs=logprobs, lengths=lengths, raw=raw, truncated=~stopped,
               texts=texts, tasks=[t for t in tasks for _ in range(G)])
@@ -144,6 +144,7 @@ def rollout(params, ref_params, draw_tasks, *, sample_fn, logp_fn, tok, rewards,
   # Sampler vs train-layout log-probs of the same tokens: ~0 on-policy (a numerics check).
   stats["logp_diff"] = float(np.abs(batch["old_logp"] - sampler_logp)[m > 0].mean()) if m.any() else 0.0
   stats.update(reward_stats(samples, rl))
+  stats.update(as_scorer(rewards).pop_metrics())  # [rewards] reward_failures/<domain>, timeouts, ...
   stats["example"] = samples["texts"][0][:120]
   return batch, stats
 
@@ -152,4 +153,6 @@ def evaluate(params, tasks, *, sample_fn, tok, rewards, rl) -> dict:
   """Greedy held-out reward and accuracy; `sample_fn` built with samples_per_prompt=1."""
   s = sample_and_score(params, tasks, sample_fn=sample_fn, tok=tok, rewards=rewards, rl=rl,
                        rng=jax.random.PRNGKey(0), samples_per_prompt=1, temperature=0.0)
-  return reward_stats(s, rl, prefix="eval_")
+  out = reward_stats(s, rl, prefix="eval_")
+  out.update({f"eval_{k}": v for k, v in as_scorer(rewards).pop_metrics().items()})  # [rewards]
+  return out

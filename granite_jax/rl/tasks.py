@@ -92,7 +92,7 @@ def read_jsonl(path: str) -> list[dict]:
         raise ValueError(f"{path}: line {i + 1} needs 'prompt' or 'messages', 'domain' and 'reference'")
       if "prompt" in r:
         r = dict(r, messages=[{"role": "user", "content": r["prompt"]}])
-      out.append(r)
+      out.append(dict(r, record=f"{path}:{i + 1}"))  # [rewards] named in reference errors
   return out
 
 
@@ -105,7 +105,7 @@ def encode_tasks(tok, records: list[dict], max_prompt_len: int) -> tuple[list[di
       dropped += 1
       continue
     tasks.append(dict(prompt_ids=ids.tolist(), prompt=tok.decode(ids.tolist(), skip_special_tokens=False),
-                      domain=r["domain"], reference=r["reference"]))
+                      domain=r["domain"], reference=r["reference"], record=r.get("record")))
   return tasks, dropped
 
 

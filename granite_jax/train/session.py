@@ -105,6 +105,7 @@ class Trainer:
   postfix: Callable | None = None   # record -> progress-bar fields
   log_line: Callable | None = None  # record -> a line to print at log steps, or None
   done_line: Callable | None = None  # summary -> the end-of-run line, or None
+  close: Callable[[], None] | None = None  # at shutdown, also after an error (e.g. worker processes)
 
 
 def write_run_files(config: ConfigDict, job: Job, workdir: str) -> None:
@@ -306,6 +307,8 @@ def run(job: Job, workdir: str, trainer: Trainer, *, progress: bool = True) -> d
     raise
   finally:
     preempt.restore()
+    if trainer.close is not None:
+      trainer.close()
   bar.close()
   ckpt.close()
   writer.close()

@@ -1,6 +1,8 @@
 """Rewards of the multi-domain RL stage: one pure `(prompt, response, reference) -> float` per domain.
 
-`make_rewards(chat_model=None)` builds the registry of counted, crash-proof
+The RL loop scores through `build_rewards(config, tok) -> RewardScorer` (scorer.py): bounded worker
+processes (pool.py), user functions by import path (registry.py), a reward service (service.py).
+`make_rewards(chat_model=None)` builds the in-process registry of counted, crash-proof
 `Reward`s; `score(rewards, domain, prompt, response, reference)` looks one up.
 """
 from __future__ import annotations
@@ -46,4 +48,7 @@ def score(rewards: dict[str, Reward], domain: str, prompt: str, response: str, r
   return rewards[domain](prompt, response, reference)
 
 
-__all__ = ["REWARD_FNS", "Reward", "RewardDataError", "make_chat_reward", "make_rewards", "score"]
+from granite_jax.rl.rewards.scorer import RewardScorer, build_rewards  # noqa: E402 -- needs base first
+
+__all__ = ["REWARD_FNS", "Reward", "RewardDataError", "RewardScorer", "build_rewards", "make_chat_reward",
+           "make_rewards", "score"]
