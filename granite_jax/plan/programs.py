@@ -1,7 +1,7 @@
 """Every jitted program of a stage, at its real shapes, from abstract inputs; and the planner's
 estimate of each. Nothing is allocated: inputs are `jax.ShapeDtypeStruct`s carrying the stage's
 shardings, and `Program.lower()` only traces. The builders are the ones the runs use
-(train/step.py, rl/step.py, rl/sampler.py); the reward model's step and scoring follow
+(train/step.py, rl/step.py, infer/sampler.py); the reward model's step and scoring follow
 rl/reward_model_train.py and rl/reward_model.py with the batch split over the data axes.
 
 Per stage kind: pretraining, LCE and SFT: `train`; reward model: `train` (Bradley-Terry on
@@ -94,7 +94,7 @@ def rl_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
   from jax.sharding import NamedSharding, PartitionSpec as P
 
   from granite_jax.rl import step as rl_step
-  from granite_jax.rl.sampler import make_sampler, sample
+  from granite_jax.infer.sampler import make_sampler, sample
   from granite_jax.sharding.rules import rules_for
   rl, sizes = c.rl, stages.mesh_sizes(c)
   tx, schedule = _optimizer(c)

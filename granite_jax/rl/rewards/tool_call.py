@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from granite_jax.sft.demo_data import TOOLS
+from granite_jax.data.demo_chat import TOOLS
 
 _CALL = re.compile(r"^<tool_call>\s*(\{.*\})\s*</tool_call>$", re.S)
 
