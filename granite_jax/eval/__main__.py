@@ -69,7 +69,11 @@ def main(argv=None) -> dict:
             "bucket_loss": perplexity.bucket_losses(params, cfg, perplexity.long_rows(tok, texts, a.length, 2)),
             "short_loss": float(sum(perplexity.bucket_losses(
                 params, cfg, perplexity.long_rows(tok, texts, a.short_length, 8), n_buckets=1)))}
+  # The copy-format needle at the short (pretraining) length too: LCE should keep or raise it.
+  short_tasks = niah.make_suite(tok, texts, a.short_length, per_depth=a.per_depth, kinds=("niah_copy",))
+  result["niah_short"] = niah.run_suite(params, cfg, tok, short_tasks)
   print(f"NIAH @ {a.length}: " + ", ".join(f"{k} {v:.2f}" for k, v in result["niah"].items()))
+  print(f"NIAH @ {a.short_length}: niah_copy {result['niah_short']['niah_copy']:.2f}")
   print("loss by position bucket: " + ", ".join(f"{x:.3f}" for x in result["bucket_loss"]))
   print(f"short-context loss @ {a.short_length}: {result['short_loss']:.4f}")
   distances = copy_distances(a.copy_distances, a.short_length, a.length)
