@@ -1,8 +1,8 @@
 """Long-range copy ratio: does the model copy a span it has already seen `distance` tokens back?
 
 Each document (token ids, held-out text) is: filler | span | filler | span | filler, where the span
-is 20-50 words of another held-out document and the second occurrence starts exactly `distance`
-tokens after the first. The span's token ids are encoded once and placed twice, so both
+is 20-50 words of another held-out document (at most distance/2 tokens) and the second occurrence
+starts exactly `distance` tokens after the first. The span's token ids are encoded once and placed twice, so both
 occurrences are the same token sequence. Reported: mean next-token loss on the span's tokens
 (all but its first token, which nothing announces) at the first occurrence and at the repeat, and
 
@@ -56,14 +56,20 @@ def make_docs(tok, texts: Sequence[str], distance: int, n_docs: int = 8, *, pref
   if not sentences or len(words) < span_words[1]:
     raise ValueError(f"copy eval: not enough held-out text ({len(sentences)} sentences, {len(words)} words)")
   rng = random.Random(seed)
+  # A span takes at most half the distance, so a gap of real text always separates the copies.
+  max_tokens = distance // 2
   spans = []
-  for _ in range(n_docs):
+  for _ in range(1000 * n_docs):
     n = rng.randint(*span_words)
     i = rng.randrange(len(words) - n)
-    spans.append(tok.encode(" " + " ".join(words[i:i + n])).ids)
-  if distance <= max(len(s) for s in spans):
-    raise ValueError(f"copy eval: distance={distance} must exceed the longest span "
-                     f"({max(len(s) for s in spans)} tokens)")
+    ids = tok.encode(" " + " ".join(words[i:i + n])).ids
+    if len(ids) <= max_tokens:
+      spans.append(ids)
+      if len(spans) == n_docs:
+        break
+  if len(spans) < n_docs:
+    raise ValueError(f"copy eval: distance={distance} is too short for spans of {span_words[0]}+ words "
+                     f"(at most distance/2 = {max_tokens} tokens each)")
   T = prefix + distance + max(len(s) for s in spans) + 1
   rows = np.zeros((n_docs, T), np.int32)
   for b, span in enumerate(spans):

@@ -32,6 +32,7 @@ def test_docs_repeat_the_span_at_the_distance(tok_texts):
     np.testing.assert_array_equal(docs.tokens_BT[b, f:f + n], docs.tokens_BT[b, r:r + n])
     words = tok.decode(docs.tokens_BT[b, f:f + n].tolist()).split()
     assert 20 <= len(words) <= 50, words
+    assert n <= 60  # at most distance / 2
   with pytest.raises(ValueError, match="distance=10"):
     copy_ratio.make_docs(tok, texts, 10)
 
