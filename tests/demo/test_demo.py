@@ -9,6 +9,7 @@ import pytest
 
 from granite_jax.demo import __main__ as demo_main
 from granite_jax.demo import stages as st
+from granite_jax.optim.schedules import make_schedule
 
 
 def _overrides(cmd):
@@ -19,12 +20,17 @@ def _overrides(cmd):
 def test_every_override_names_a_config_field(tmp_path, quick):
   for s in st.STAGES:
     cmd = st.command(s, str(tmp_path), quick)
-    c = importlib.import_module(f"configs.{s.config}").get_config("tiny")
-    for key in _overrides(cmd):
+    c = importlib.import_module(f"configs.{s.config}").get_config("tiny").unlock()
+    for key, value in _overrides(cmd).items():
+      *path, last = key.split(".")
       node = c
-      for part in key.split("."):
+      for part in path:
         assert part in node, f"{s.name}: --config.{key} is not a field of configs/{s.config}.py"
         node = node[part]
+      assert last in node, f"{s.name}: --config.{key} is not a field of configs/{s.config}.py"
+      node[last] = type(node[last])(value) if not isinstance(node[last], str) else value
+    # The schedule the run will build (warmup vs steps, names): fails here, not minutes into a run.
+    make_schedule(c.optim, total_steps=c.train.steps, tokens_per_step=c.train.global_batch * c.train.seq_len)
 
 
 def test_commands_chain_the_stages(tmp_path):
