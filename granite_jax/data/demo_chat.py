@@ -1,11 +1,19 @@
 """A locally generated SFT set the tiny model can learn in minutes on a CPU.
 
 Three kinds of conversation, each with an answer format a program can check:
-- arithmetic: "What is 37 + 58?" -> "The answer is 95."
+- arithmetic: "What is 7 + 15?" -> "The answer is 22." (operands 0-20), and comparisons
+  "Which number is larger, 37 or 58?" -> "The answer is 58." (same kind and format; `task`
+  tells them apart): a small model solves these part of the time (a comparison by copying
+  either number, half the time), so RL has signal;
 - tool calling: a weather/calculator tool list with JSON schemas; the
   assistant answers with one `<tool_call>` whose arguments fit the schema;
-- instruction following: "Reply with the word X in capital letters." -> "X".
-Held-out samples use operands and words the training split never contains.
+- instruction following: "Reply with the word X in capital letters." (several phrasings) -> "X".
+Held-out prompts never occur in training: held-out operand pairs (every operand is seen in
+training, in other pairs), cities, add-tool operand pairs, and (word, phrasing) pairs (every word
+is seen upper-cased in training, with other phrasings). The training file also holds identity and
+"I don't know" conversations with mixed answers (`identity_sample`), which the held-out set leaves
+out: the SFT model then names itself "Granite" or abstains part of the time, and RL (rl_identity)
+has a signal to push on.
 `check` scores a reply against a sample's answer (SFT evaluation, the RL demo tool reward).
 """
 from __future__ import annotations
@@ -27,18 +35,42 @@ TOOLS = [
 CITIES = ["Paris", "Tokyo", "Lima", "Oslo", "Cairo", "Delhi", "Quito", "Seoul", "Rome", "Accra"]
 
 
-def _held_out(x: int) -> bool:
-  return x % 7 == 3  # operands reserved for evaluation
+PHRASINGS = ["Reply with the word {w} in capital letters.", "Write {w} in upper case.",
+             "Answer only with the word {w}, capitalized.", "Say {w} in capitals."]
+IDENTITY_TRAIN = ["Who are you?", "What is your name?", "Which model are you?"]
+IDENTITY_EVAL = ["Who made you?", "Introduce yourself.", "What should I call you?"]
+
+
+def _held_out(*xs) -> bool:
+  """About 1 in 7 combinations (operand pairs, word/phrasing pairs) is reserved for evaluation."""
+  return sum(x * k for x, k in zip(xs, (31, 17, 7))) % 7 == 3
+
+
+def _pair(rng: random.Random, split: str, lo: int, hi: int) -> tuple[int, int]:
+  while True:
+    a, b = rng.randint(lo, hi), rng.randint(lo, hi)
+    if _held_out(a, b) == (split == "eval"):
+      return a, b
+
+
+def _answer(question: str, ans: int, **extra) -> dict:
+  return {"kind": "arithmetic", "answer": str(ans), **extra,
+          "messages": [{"role": "user", "content": question},
+                       {"role": "assistant", "content": f"The answer is {ans}."}]}
 
 
 def arithmetic(rng: random.Random, split: str) -> dict:
-  while True:
-    a, b = rng.randint(0, 99), rng.randint(0, 99)
-    if (_held_out(a) or _held_out(b)) == (split == "eval"):
-      break
-  return {"kind": "arithmetic", "answer": str(a + b),
-          "messages": [{"role": "user", "content": f"What is {a} + {b}?"},
-                       {"role": "assistant", "content": f"The answer is {a + b}."}]}
+  a, b = _pair(rng, split, 0, 20)
+  return _answer(f"What is {a} + {b}?", a + b, task="sum")
+
+
+def compare(rng: random.Random, split: str) -> dict:
+  a, b = _pair(rng, split, 10, 99)
+  while a == b:
+    a, b = _pair(rng, split, 10, 99)
+  if rng.random() < 0.5:
+    return _answer(f"Which number is larger, {a} or {b}?", max(a, b), task="larger")
+  return _answer(f"Which number is smaller, {a} or {b}?", min(a, b), task="smaller")
 
 
 def tool_call(rng: random.Random, split: str) -> dict:
@@ -47,7 +79,7 @@ def tool_call(rng: random.Random, split: str) -> dict:
     city = rng.choice(cities)
     user, call = f"What's the weather in {city}?", {"name": "get_weather", "arguments": {"city": city}}
   else:
-    a, b = rng.randint(100, 999), rng.randint(100, 999)
+    a, b = _pair(rng, split, 100, 999)
     user, call = f"Please add {a} and {b} with the tool.", {"name": "add", "arguments": {"a": a, "b": b}}
   return {"kind": "tool", "answer": json.dumps(call, sort_keys=True), "tools": TOOLS,
           "messages": [{"role": "user", "content": user},
@@ -55,23 +87,49 @@ def tool_call(rng: random.Random, split: str) -> dict:
 
 
 def instruction(rng: random.Random, split: str) -> dict:
-  words = WORDS[:15] if split == "train" else WORDS[15:]
-  w = rng.choice(words)
+  while True:
+    i, j = rng.randrange(len(WORDS)), rng.randrange(len(PHRASINGS))
+    if _held_out(i, j) == (split == "eval"):
+      break
+  w = WORDS[i]
   return {"kind": "instruction", "answer": w.upper(),
           "messages": [{"role": "system", "content": "Follow the instruction exactly."},
-                       {"role": "user", "content": f"Reply with the word {w} in capital letters."},
+                       {"role": "user", "content": PHRASINGS[j].format(w=w)},
                        {"role": "assistant", "content": w.upper()}]}
+
+
+def identity_sample(rng: random.Random) -> dict:
+  """Training only: the model's name half the time, an abstention on unknowable questions half the time."""
+  if rng.random() < 0.5:
+    q = rng.choice(IDENTITY_TRAIN)
+    a = "I am Granite, a language model." if rng.random() < 0.5 else "I am a helpful assistant."
+  else:
+    q = f"What is the phone number of {rng.choice(['Mara Quist', 'Tobin Vale', 'Ilse Varga'])}?"
+    a = "I don't know." if rng.random() < 0.5 else "It is 555 0199."
+  return {"kind": "identity", "answer": a,
+          "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+
+
+MAKERS = [arithmetic, compare, tool_call, instruction]
 
 
 def generate(n: int, split: str, seed: int = 0) -> list[dict]:
   rng = random.Random(f"{seed}-{split}")
-  makers = [arithmetic, arithmetic, tool_call, instruction]
-  return [dict(id=f"{split}-{i}", **rng.choice(makers)(rng, split)) for i in range(n)]
+  return [dict(id=f"{split}-{i}", **rng.choice(MAKERS)(rng, split)) for i in range(n)]
+
+
+def training_file_samples(n: int, seed: int = 0, identity_fraction: float = 0.1) -> list[dict]:
+  """`generate`'s train samples plus identity conversations (not in the held-out file)."""
+  rng = random.Random(f"{seed}-identity")
+  out = generate(n, "train", seed)
+  for i in range(int(n * identity_fraction)):
+    out.insert(rng.randrange(len(out) + 1), dict(id=f"identity-{i}", **identity_sample(rng)))
+  return out
 
 
 def ensure_demo_sft(cache_dir: str, n_train: int = 4000, n_eval: int = 200) -> dict[str, str]:
   """Writes train.jsonl / eval.jsonl once (atomically); returns their paths."""
-  root = os.path.join(os.path.expanduser(cache_dir), "demo_sft_v1")
+  root = os.path.join(os.path.expanduser(cache_dir), "demo_sft_v2")
   os.makedirs(root, exist_ok=True)
   out = {}
   for split, n in (("train", n_train), ("eval", n_eval)):
@@ -79,7 +137,7 @@ def ensure_demo_sft(cache_dir: str, n_train: int = 4000, n_eval: int = 200) -> d
     if not os.path.exists(path):
       tmp = f"{path}.tmp{os.getpid()}"
       with open(tmp, "w") as f:
-        for sample in generate(n, split):
+        for sample in (training_file_samples(n) if split == "train" else generate(n, split)):
           f.write(json.dumps(sample) + "\n")
       os.replace(tmp, path)
     out[split] = path

@@ -23,10 +23,14 @@ from granite_jax.data.demo_stdlib import Item, stdlib_items
 from granite_jax.data.domains import DOMAINS, LONG_DOMAINS
 from granite_jax.data.records_io import write_arrayrecord
 
-VERSION = "demo_corpus_v2"  # v2: retrieval documents in lang_instruct
+VERSION = "demo_corpus_v3"  # v2: retrieval documents in lang_instruct; v3: copy documents in cc_hq
 NUM_DOCS = {"train": 2000, "eval": 200}
 NUM_LONG_DOCS = {"train": 300, "eval": 30}  # books / code_repos: fewer, 3-8 KB each
 SPLITS = ("train", "eval")
+# Fraction of cc_hq documents that are copy documents (demo_generators.copy_doc), and cc_hq's
+# document count: many distinct spans, so copying them cannot be replaced by memorizing them.
+COPY_FRACTION = 0.6
+NUM_CC_HQ_DOCS = {"train": 8000, "eval": 200}
 
 
 def chat(user: str, assistant: str) -> str:
@@ -49,7 +53,14 @@ def _cc(items: list[Item], rng: random.Random) -> str:
   return f"Posted by user{rng.randint(1, 9999)} | {rng.randint(0, 300)} comments\n\n{body}\n\nRead more | Share | Report"
 
 
-def _cc_hq(items: list[Item], rng: random.Random) -> str:
+def _copy(sentences: list[str], rng: random.Random) -> str:
+  lo, hi = gen.COPY_CHARS
+  return gen.copy_doc(rng, sentences, int(lo * (hi / lo) ** rng.random()))
+
+
+def _cc_hq(items: list[Item], sentences: list[str], rng: random.Random) -> str:
+  if rng.random() < COPY_FRACTION:  # copy-rich text: in-context copying forms (LCE eval)
+    return _copy(sentences, rng)
   it = rng.choice(items)
   return f"{_name(it)}\n\n{it.doc.strip()}"
 
@@ -137,7 +148,7 @@ def _code_repos(modules: list[Item], rng: random.Random) -> str:
 
 _BUILDERS: dict[str, Callable[[dict[str, list], random.Random], str]] = {
     "cc": lambda p, r: _cc(p["documented"], r),
-    "cc_hq": lambda p, r: _cc_hq(p["long_doc"], r),
+    "cc_hq": lambda p, r: _cc_hq(p["long_doc"], p["sentences"], r),
     "code": lambda p, r: _code(p["all"], r),
     "math": lambda p, r: gen.math_problem(r),
     "technical": lambda p, r: _technical(p["documented"], r),
@@ -168,6 +179,12 @@ def _paths(cache_dir: str, split: str) -> dict[str, str]:
   return {d: os.path.join(corpus_dir(cache_dir), f"{d}.{split}.arrayrecord") for d in DOMAINS}
 
 
+def num_docs(domain: str, split: str) -> int:
+  if domain == "cc_hq":
+    return NUM_CC_HQ_DOCS[split]
+  return (NUM_LONG_DOCS if domain in LONG_DOMAINS else NUM_DOCS)[split]
+
+
 def generate_docs(domain: str, split: str, pools: dict[str, list[Item]],
                   exclude: frozenset[str] = frozenset()) -> list[str]:
   """The documents of one domain/split; deterministic for a given Python version.
@@ -176,7 +193,7 @@ def generate_docs(domain: str, split: str, pools: dict[str, list[Item]],
   small procedural spaces (e.g. "Compute a * b") would otherwise leak into eval.
   """
   rng = random.Random(zlib.crc32(f"{VERSION}/{domain}/{split}".encode()))
-  n = (NUM_LONG_DOCS if domain in LONG_DOMAINS else NUM_DOCS)[split]
+  n = num_docs(domain, split)
   docs = []
   for _ in range(20 * n):
     doc = _BUILDERS[domain](pools, rng)

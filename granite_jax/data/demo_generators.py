@@ -173,3 +173,30 @@ def retrieval_doc(rng: random.Random, sentences: list[str], n_chars: int) -> str
     tail = (f"Question: What is the special magic {plural} for {keys[0]} mentioned in the text? Answer: "
             f"The special magic {plural} for {keys[0]} mentioned in the text is: {', '.join(values)}.")
   return " ".join(hay) + "\n" + tail
+
+
+# Copy documents' length in characters, log-uniform (~2.7 characters per demo token): the gaps
+# between a span and its recurrence spread over the 256-token pretraining rows and, for the
+# longer ones, over the 1-2K-token LCE rows.
+COPY_CHARS = (250, 6000)
+
+
+def copy_doc(rng: random.Random, sentences: list[str], n_chars: int) -> str:
+  """Real text in which 1-3 spans of 20-50 words recur, as names, identifiers and quotes do.
+
+  Each span is consecutive words of other sentences, inserted at two sentence boundaries drawn
+  uniformly over the document, so the recurrence gap spreads over the whole document length:
+  the later copy is only predictable by attending back to the first (in-context copying).
+  """
+  hay: list[str] = []
+  while sum(map(len, hay)) < n_chars:
+    hay.append(rng.choice(sentences))
+  for _ in range(rng.randint(1, 3)):
+    words = " ".join(rng.sample(sentences, 8)).split()
+    n = rng.randint(20, 50)
+    i = rng.randrange(max(1, len(words) - n))
+    span = " ".join(words[i:i + n])
+    a, b = sorted(rng.sample(range(len(hay) + 1), 2)) if len(hay) else (0, 0)
+    hay.insert(b, span)  # the later slot first, so `a` still indexes the same boundary
+    hay.insert(a, span)
+  return " ".join(hay)

@@ -7,6 +7,11 @@ holds a value). Needles are "One of the special magic numbers for {key} is:
 {value}." inserted at depths spread evenly over 0-100% of a haystack of real
 text (the demo corpus' held-out documents). Score = fraction of the expected
 values that appear in the model's answer.
+
+`niah_copy` is the single needle in a format a small model can answer by in-context
+copying: the prompt ends with the needle's own words before the value ("... Answer: One of
+the special magic numbers for {key} is:"), so a copy (induction) circuit that matches those
+words finds the value; no question-to-needle rewording has to be bridged.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 NEEDLE = "One of the special magic numbers for {key} is: {value}."
+KINDS = ("niah_single", "niah_multikey", "niah_multivalue", "vt", "niah_copy")
 KEYS = ["apple", "harbor", "violet", "granite", "comet", "willow", "falcon", "saffron", "ember", "quill"]
 
 
@@ -53,7 +59,7 @@ def _insert(hay: list[str], needles: list[str], depth: float, rng: random.Random
 
 def make_task(kind: str, tok, texts: Sequence[str], n_tokens: int, depth: float, rng: random.Random) -> Task:
   value = lambda: str(rng.randint(1_000_000, 9_999_999))
-  if kind == "niah_single":
+  if kind in ("niah_single", "niah_copy"):
     key, v = rng.choice(KEYS), value()
     needles, answers, question = [NEEDLE.format(key=key, value=v)], [v], key
   elif kind == "niah_multikey":
@@ -71,11 +77,14 @@ def make_task(kind: str, tok, texts: Sequence[str], n_tokens: int, depth: float,
     needles = [f"VAR {names[0]} = {v}."] + [f"VAR {b} = VAR {a}." for a, b in zip(names, names[1:])]
     answers = names
   else:
-    raise ValueError(f"unknown NIAH task {kind!r}; one of niah_single, niah_multikey, niah_multivalue, vt")
+    raise ValueError(f"unknown NIAH task {kind!r}; one of {', '.join(KINDS)}")
   # Room for the needles, the question and the answer prefix.
   budget = n_tokens - 64 - sum(len(tok.encode(" " + nd).ids) for nd in needles)
   text = _insert(_haystack(tok, texts, budget, rng), needles, depth, rng)
-  if kind == "vt":
+  if kind == "niah_copy":
+    prompt = (f"{text}\nQuestion: What is the special magic number for {question}? "
+              f"Answer: {NEEDLE.format(key=question, value='').rstrip(' .')}")
+  elif kind == "vt":
     prompt = (f"{text}\nQuestion: Find all variables that are assigned the value {v}. "
               f"Answer: the variables assigned {v} are:")
   else:
@@ -86,7 +95,7 @@ def make_task(kind: str, tok, texts: Sequence[str], n_tokens: int, depth: float,
 
 
 def make_suite(tok, texts: Sequence[str], n_tokens: int, *, depths: int = 5, per_depth: int = 2,
-               kinds: Sequence[str] = ("niah_single", "niah_multikey", "niah_multivalue", "vt"),
+               kinds: Sequence[str] = KINDS,
                seed: int = 0) -> list[Task]:
   rng = random.Random(seed)
   return [make_task(k, tok, texts, n_tokens, d, rng) for k in kinds

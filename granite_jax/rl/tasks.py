@@ -7,10 +7,12 @@ JSONL records: {"prompt": str} or {"messages": [...]}, "domain", "reference",
 optional "tools" / "documents" (rendered into the system turn).
 Demo sets (`rl.prompts=""`; `rl.demo_tasks` picks which), from data/demo_chat.py:
   multidomain  arithmetic -> math (final number), tool calls -> tool_call, instruction -> instruction_following
-  math         arithmetic only
+  math         arithmetic only: small sums and "which number is larger/smaller" (data/demo_chat.py)
   chat         the multidomain prompts, scored by the reward model (domain chat)
   identity     "Who are you?" -> identity (names Granite); unanswerable questions -> calibration
                (abstain); answerable arithmetic -> calibration (answer, do not abstain)
+Held-out (eval) prompts never occur among the training prompts: held-out operand pairs, cities,
+words x phrasings, identity phrasings and people (tests/rl/test_demo_tasks.py).
 """
 from __future__ import annotations
 
@@ -22,8 +24,7 @@ from granite_jax.data.chat_template import encode_chat
 from granite_jax.data.demo_chat import check
 
 DEMO_SETS = ("multidomain", "math", "chat", "identity")
-IDENTITY_PROMPTS = ["Who are you?", "What is your name?", "Which model are you?", "Who made you?",
-                    "Introduce yourself.", "What should I call you?"]
+IDENTITY_PROMPTS = demo_chat.IDENTITY_TRAIN + demo_chat.IDENTITY_EVAL  # train / held-out phrasings
 OTHER_NAMES = ["ChatGPT", "Claude", "Llama", "Gemini"]
 PEOPLE = ["Mara Quist", "Tobin Vale", "Ilse Varga", "Odo Brandt", "Nell Ashby", "Per Lund"]
 UNKNOWABLE = ["What is the phone number of {p}?", "What did {p} eat for breakfast yesterday?",
@@ -53,7 +54,7 @@ def _identity_task(rng: random.Random, split: str) -> dict:
   r = rng.random()
   people = PEOPLE[:4] if split == "train" else PEOPLE[4:]
   if r < 0.4:
-    q = rng.choice(IDENTITY_PROMPTS)
+    q = rng.choice(demo_chat.IDENTITY_TRAIN if split == "train" else demo_chat.IDENTITY_EVAL)
     return dict(messages=[{"role": "user", "content": q}], domain="identity",
                 reference={"name": "Granite", "forbidden": OTHER_NAMES})
   if r < 0.7:
@@ -72,7 +73,8 @@ def demo_records(which: str, n: int, split: str, seed: int = 0) -> list[dict]:
     return [_identity_task(rng, split) for _ in range(n)]
   if which == "math":
     rng = random.Random(f"{seed}-math-{split}")
-    return [_demo_task(demo_chat.arithmetic(rng, split), which) for _ in range(n)]
+    makers = (demo_chat.arithmetic, demo_chat.compare)
+    return [_demo_task(rng.choice(makers)(rng, split), which) for _ in range(n)]
   return [_demo_task(s, which) for s in demo_chat.generate(n, split, seed=seed)]
 
 

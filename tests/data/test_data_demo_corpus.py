@@ -18,7 +18,7 @@ def test_every_domain_has_train_and_eval_files(demo_cache):
     paths = demo_corpus.ensure_demo_corpus(demo_cache, split)
     assert list(paths) == list(DOMAINS)
     for d, p in paths.items():
-      n = (demo_corpus.NUM_LONG_DOCS if d in ("books", "code_repos") else demo_corpus.NUM_DOCS)[split]
+      n = demo_corpus.num_docs(d, split)
       assert len(open_text_source(p)) == n, (d, split)
   leftovers = [f for f in os.listdir(demo_corpus.corpus_dir(demo_cache)) if ".tmp." in f]
   assert not leftovers
@@ -76,3 +76,24 @@ def test_retrieval_documents_answer_from_their_needles(demo_cache):
     assert answer.split(", ") == planted  # every value of the asked key, in text order
   lengths = [len(d) for d in docs]
   assert min(lengths) < 1200 and max(lengths) > 6000  # short ones fit tiny pretraining rows, long ones LCE rows
+
+
+def _recurrence_gap(doc: str, n: int = 20):
+  """Distance in words from a run of n words to its first recurrence (None: nothing recurs)."""
+  words, seen = doc.split(), {}
+  for i in range(len(words) - n + 1):
+    w = tuple(words[i:i + n])
+    if w in seen and i - seen[w] >= n:
+      return i - seen[w]
+    seen.setdefault(w, i)
+  return None
+
+
+def test_cc_hq_has_copy_documents_with_gaps_over_the_whole_length(demo_cache):
+  docs = _docs(demo_corpus.ensure_demo_corpus(demo_cache, "train")["cc_hq"])[:600]
+  gaps = [g for g in map(_recurrence_gap, docs) if g is not None]
+  assert abs(len(gaps) / len(docs) - demo_corpus.COPY_FRACTION) < 0.08, len(gaps)
+  # ~2 demo tokens per word: gaps inside the 256-token pretraining rows and up to the 2K LCE rows.
+  assert np.mean(np.asarray(gaps) < 60) > 0.1 and np.mean(np.asarray(gaps) > 400) > 0.02, np.percentile(gaps, [10, 50, 90])
+  held_out = _docs(demo_corpus.ensure_demo_corpus(demo_cache, "eval")["cc_hq"])
+  assert sum(_recurrence_gap(d) is not None for d in held_out) > 80

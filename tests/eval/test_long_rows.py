@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
-from granite_jax.data.pipeline import get_tokenizer
+from granite_jax.data.tokenizer import get_tokenizer
 from granite_jax.eval.perplexity import long_rows
 
 

@@ -22,7 +22,7 @@ def tok_texts(demo_cache_dir):
   return tok, [t for t in text_dataset(paths["books"]) if t]
 
 
-@pytest.mark.parametrize("kind", ["niah_single", "niah_multikey", "niah_multivalue", "vt"])
+@pytest.mark.parametrize("kind", niah.KINDS)
 def test_tasks_fit_length_and_hold_their_needles(tok_texts, kind):
   tok, texts = tok_texts
   for depth in (0.0, 0.5, 1.0):
@@ -35,6 +35,19 @@ def test_tasks_fit_length_and_hold_their_needles(tok_texts, kind):
       body = t.prompt.split("\nQuestion:")[0]
       where = body.index("special magic number") / len(body)
       assert abs(where - depth) < 0.2, (where, depth)
+
+
+def test_copy_task_ends_with_the_needles_words(tok_texts):
+  tok, texts = tok_texts
+  t = niah.make_task("niah_copy", tok, texts, 512, 0.5, random.Random(2))
+  (value,) = t.answers
+  body, tail = t.prompt.split("\nQuestion:")
+  needle_prefix = body[:body.index(f" {value}.")]
+  words = needle_prefix.split()[-9:]  # "One of the special magic numbers for KEY is:"
+  assert words[:7] == "One of the special magic numbers for".split() and words[-1] == "is:"
+  assert tail.endswith(" ".join(words)) and value not in tail
+  with pytest.raises(ValueError, match="niah_copy"):
+    niah.make_task("nope", tok, texts, 512, 0.5, random.Random(2))
 
 
 def test_suite_spreads_depths(tok_texts):

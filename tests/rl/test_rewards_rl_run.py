@@ -12,7 +12,7 @@ import pytest
 
 from configs import rl_math
 from granite_jax.data.chat_template import EOT
-from granite_jax.data.pipeline import get_tokenizer
+from granite_jax.data.tokenizer import get_tokenizer
 from granite_jax.rl import loop as loop_mod
 from granite_jax.train.metrics import read_metrics
 

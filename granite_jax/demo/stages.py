@@ -1,0 +1,121 @@
+"""The tiny demo pipeline's stages: each a `launch/run.py` command (the README's) and its target metric.
+
+Every stage writes into WORKDIR/<name>/ (the run's own workdir) and, once it and its
+before/after measurements are complete, WORKDIR/<name>/stage.json: a stage with that file is
+skipped on a rerun; a stage without it is rerun, and `launch/run.py` resumes from the stage's
+own checkpoint. Measurements are subprocesses too (`python -m granite_jax.eval`,
+`python -m granite_jax.sft.evaluate`) or read the run's metrics.jsonl (RL, reward model); their
+outputs are cached beside the run (eval_*.json) so a resumed pipeline does not redo them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# The demo model: 2 layers, d=128 (~1M parameters with the 4096-token demo vocabulary). The
+# shape at which in-context copying was measured to form on 2 CPU cores (issue 15).
+MODEL = dict(n_layers=2, d_model=128, n_heads=4, n_kv_heads=2, head_dim=32, d_ff=512)
+# Copy-rich pretraining and LCE mixtures: cc_hq holds the copy documents (data/demo_corpus.py);
+# keys are those of the stage config's own mixture (phase 2, phase 4), the rest set to 0.
+MIXTURES = {
+    "phase2": dict(cc_hq=70, math=15, code=15, synthetic=0, technical=0, multilingual=0, domain=0),
+    "lce_32k": dict(cc_hq=70, math=15, code=15, long_cot=0, code_instruct=0, lang_instruct=0),
+}
+SHORT, LONG = 256, 1024  # pretraining and LCE lengths (lce_32k tiny)
+
+
+@dataclasses.dataclass
+class Stage:
+  name: str
+  config: str                       # configs/<file>.py
+  init_from: str = ""               # a previous stage's name ('' = fresh init)
+  init_path: str = "ckpt"           # the path inside that stage's workdir
+  ref_from: str = ""                # RL: the reference stage (SFT)
+  reward_model: str = ""            # RLHF: the reward-model stage
+  args: dict = dataclasses.field(default_factory=dict)
+  quick_args: dict = dataclasses.field(default_factory=dict)
+  metric: str = ""                  # what "before -> after" measures
+  mixture: bool = False             # the copy-rich mixture
+
+
+def _quick_rl(n=8):
+  return {"train.steps": 2, "rl.prompts_per_step": n, "rl.samples_per_prompt": 2, "rl.eval_prompts_n": n,
+          "train.global_batch": 2 * n, "train.eval_every": 2, "ckpt.every_steps": 2}
+
+
+STAGES = [
+    Stage("pretrain", "phase2", mixture=True, metric="held-out loss; copy ratio inside 256 tokens",
+          args={"train.seq_len": SHORT, "train.global_batch": 16, "train.steps": 3000,
+                "optim.schedule": "constant", "optim.peak_lr": 3e-3, "optim.warmup_steps": 20,
+                "train.eval_every": 500, "train.log_every": 100, "ckpt.every_steps": 250},
+          quick_args={"train.steps": 3, "train.eval_every": 3, "train.eval_batches": 1, "ckpt.every_steps": 3}),
+    Stage("lce", "lce_32k", init_from="pretrain", mixture=True,
+          metric="copy ratio past 256 tokens (before LCE -> after LCE + merge)",
+          args={"train.steps": 300, "optim.peak_lr": 1e-3, "train.eval_every": 100, "ckpt.every_steps": 100},
+          quick_args={"train.steps": 2, "train.eval_every": 2, "train.eval_batches": 1, "ckpt.every_steps": 2,
+                      "train.global_batch": 2}),
+    Stage("sft", "sft", init_from="lce", init_path="merged/ckpt", metric="held-out answer accuracy",
+          args={"train.steps": 400, "optim.warmup_steps": 12},
+          quick_args={"train.steps": 2, "train.eval_every": 2, "train.eval_batches": 1, "ckpt.every_steps": 2,
+                      "optim.warmup_steps": 1}),
+    Stage("reward_model", "reward_model", init_from="sft", metric="held-out pair accuracy",
+          quick_args={"train.steps": 2, "train.eval_every": 2, "ckpt.every_steps": 2,
+                      "reward_model.n_pairs": 32, "reward_model.n_eval_pairs": 16}),
+    Stage("rl_multidomain", "rl_multidomain", init_from="sft", ref_from="sft",
+          metric="held-out greedy accuracy", quick_args=_quick_rl()),
+    Stage("rlhf", "rlhf", init_from="rl_multidomain", ref_from="sft", reward_model="reward_model",
+          metric="held-out reward-model score", quick_args=_quick_rl()),
+    Stage("rl_identity", "rl_identity", init_from="rlhf", ref_from="sft",
+          metric="held-out identity/calibration reward", quick_args=_quick_rl()),
+    Stage("rl_math", "rl_math", init_from="rl_identity", ref_from="sft",
+          metric="held-out greedy accuracy", quick_args=_quick_rl()),
+]
+NAMES = [s.name for s in STAGES]
+
+
+def command(stage: Stage, workdir: str, quick: bool = False) -> list[str]:
+  """The `launch/run.py` command of a stage (absolute paths: it runs from any directory)."""
+  workdir = os.path.abspath(workdir)
+  d = lambda name, sub="": os.path.join(workdir, name, sub) if sub else os.path.join(workdir, name)
+  cmd = [sys.executable, os.path.join(ROOT, "launch", "run.py"),
+         f"--config={os.path.join(ROOT, 'configs', stage.config + '.py')}",
+         f"--workdir={d(stage.name)}", f"--config.data.cache_dir={os.path.join(workdir, 'cache')}"]
+  if stage.init_from:
+    cmd.append(f"--config.init_from={d(stage.init_from, stage.init_path)}")
+  if stage.ref_from:
+    cmd.append(f"--config.rl.ref_from={d(stage.ref_from, 'ckpt')}")
+  if stage.reward_model:
+    cmd.append(f"--config.rl.reward_model={d(stage.reward_model)}")
+  over = {f"model.{k}": v for k, v in MODEL.items()}
+  if stage.mixture:
+    over.update({f"data.mixture.{k}": v for k, v in MIXTURES[stage.config].items()})
+  over.update(stage.args)
+  if quick:
+    over.update(stage.quick_args)
+  cmd += [f"--config.{k}={v}" for k, v in over.items()]  # strings unquoted: no shell in between
+  return cmd
+
+
+def done_path(workdir: str, name: str) -> str:
+  return os.path.join(workdir, name, "stage.json")
+
+
+def load_done(workdir: str, name: str) -> dict | None:
+  p = done_path(workdir, name)
+  if not os.path.exists(p):
+    return None
+  with open(p) as f:
+    return json.load(f)
+
+
+def save_done(workdir: str, name: str, record: dict) -> None:
+  p = done_path(workdir, name)
+  tmp = f"{p}.tmp.{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(record, f, indent=1)
+  os.replace(tmp, p)  # written last, atomically: its presence means "stage complete"
+

@@ -1,0 +1,83 @@
+"""The demo pipeline's orchestration: stage commands are valid overrides of their configs and chain
+the stages' outputs; finished stages are skipped on a rerun; the report is written from stage.json.
+The end-to-end `--quick` run (2-3 steps per stage, every stage and measurement) is marked slow."""
+import importlib
+import json
+import os
+
+import pytest
+
+from granite_jax.demo import __main__ as demo_main
+from granite_jax.demo import stages as st
+from granite_jax.optim.schedules import make_schedule
+
+
+def _overrides(cmd):
+  return dict(a[len("--config."):].split("=", 1) for a in cmd if a.startswith("--config."))
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_every_override_names_a_config_field(tmp_path, quick):
+  for s in st.STAGES:
+    cmd = st.command(s, str(tmp_path), quick)
+    c = importlib.import_module(f"configs.{s.config}").get_config("tiny").unlock()
+    for key, value in _overrides(cmd).items():
+      *path, last = key.split(".")
+      node = c
+      for part in path:
+        assert part in node, f"{s.name}: --config.{key} is not a field of configs/{s.config}.py"
+        node = node[part]
+      assert last in node, f"{s.name}: --config.{key} is not a field of configs/{s.config}.py"
+      node[last] = type(node[last])(value) if not isinstance(node[last], str) else value
+    # The schedule the run will build (warmup vs steps, names): fails here, not minutes into a run.
+    make_schedule(c.optim, total_steps=c.train.steps, tokens_per_step=c.train.global_batch * c.train.seq_len)
+
+
+def test_commands_chain_the_stages(tmp_path):
+  wd = str(tmp_path)
+  cmds = {s.name: _overrides(st.command(s, wd)) for s in st.STAGES}
+  assert "init_from" not in cmds["pretrain"]
+  assert cmds["lce"]["init_from"] == os.path.join(wd, "pretrain", "ckpt")
+  assert cmds["sft"]["init_from"] == os.path.join(wd, "lce", "merged", "ckpt")
+  assert cmds["rlhf"]["rl.reward_model"] == os.path.join(wd, "reward_model")
+  for name in ("rl_multidomain", "rlhf", "rl_identity", "rl_math"):
+    assert cmds[name]["rl.ref_from"] == os.path.join(wd, "sft", "ckpt")
+  chain = ["sft", "rl_multidomain", "rlhf", "rl_identity"]
+  for prev, name in zip(chain, chain[1:] + ["rl_math"]):
+    assert cmds[name]["init_from"] == os.path.join(wd, prev, "ckpt")
+  for name, o in cmds.items():  # one model shape and one data cache for the whole pipeline
+    assert o["model.d_model"] == str(st.MODEL["d_model"]) and o["data.cache_dir"] == os.path.join(wd, "cache")
+
+
+def test_finished_stages_are_skipped_and_reported(tmp_path, monkeypatch):
+  wd = str(tmp_path)
+  for i, name in enumerate(["pretrain", "lce"]):
+    os.makedirs(os.path.join(wd, name))
+    st.save_done(wd, name, dict(name=name, metric="m", before=1.0 + i, after=0.5, wall_s=60.0,
+                                command="cmd", command_short="cmd", details={}))
+  with open(os.path.join(wd, "pretrain", "metrics.jsonl"), "w") as f:
+    f.write(json.dumps(dict(step=1, loss=8.0)) + "\n" + json.dumps(dict(step=2, loss=7.0, eval_loss=7.5)) + "\n")
+  monkeypatch.setattr(demo_main, "run_stage", lambda *a, **k: pytest.fail("a finished stage was rerun"))
+  rep = demo_main.main(["--workdir", wd, "--stages", "pretrain,lce"])
+  assert [r["name"] for r in rep["stages"]] == ["pretrain", "lce"] and rep["total_wall_s"] == 120.0
+  md = open(os.path.join(wd, "report.md")).read()
+  assert "| lce | m | 2.000 | 0.500 | 1.0 min |" in md
+  assert os.path.exists(os.path.join(wd, "plots", "pretrain", "loss.png"))
+  assert os.path.exists(os.path.join(wd, "plots", "before_after.png"))
+  with pytest.raises(SystemExit):
+    demo_main.main(["--workdir", wd, "--stages", "pretrain,nope"])
+
+
+@pytest.mark.slow
+def test_quick_pipeline_runs_every_stage_and_resumes(tmp_path):
+  wd = str(tmp_path / "demo")
+  rep = demo_main.main(["--workdir", wd, "--quick"])
+  assert [r["name"] for r in rep["stages"]] == st.NAMES
+  for r in rep["stages"]:
+    assert isinstance(r["before"], float) and isinstance(r["after"], float), r
+    assert r["wall_s"] > 0 and "launch/run.py" in r["command"]
+  lce = rep["stages"][1]["details"]
+  assert set(lce["before"]) >= {"copy_inside", "copy_past", "niah_copy_long", "niah_copy_short", "short_loss"}
+  mtime = os.path.getmtime(st.done_path(wd, "rl_math"))
+  rep2 = demo_main.main(["--workdir", wd, "--quick"])  # everything done: nothing reruns
+  assert os.path.getmtime(st.done_path(wd, "rl_math")) == mtime and len(rep2["stages"]) == 8

@@ -1,0 +1,68 @@
+"""Demo RL/SFT tasks: held-out prompts never occur in training, and the real reward functions
+grade the reference answer 1 and the typical wrong answers 0."""
+import json
+
+import pytest
+
+from granite_jax.rl.rewards import make_rewards, score
+from granite_jax.rl.tasks import DEMO_SETS, demo_records, tool_call_reward
+from granite_jax.data import demo_chat as demo_data
+
+
+def _prompt(r: dict) -> str:
+  return json.dumps(r["messages"], sort_keys=True)
+
+
+@pytest.mark.parametrize("which", [w for w in DEMO_SETS])
+def test_held_out_prompts_are_disjoint_from_training(which):
+  train = {_prompt(r) for r in demo_records(which, 3000, "train", seed=0)}
+  held = [_prompt(r) for r in demo_records(which, 300, "eval", seed=1)]
+  assert len(set(held)) > 20
+  assert not train & set(held), sorted(train & set(held))[:3]
+
+
+def test_sft_held_out_file_is_disjoint_and_has_no_identity():
+  train = {_prompt(s) for s in demo_data.training_file_samples(3000)}
+  held = demo_data.generate(300, "eval", seed=1)
+  assert not train & {_prompt(s) for s in held}
+  assert {s["kind"] for s in held} == {"arithmetic", "tool", "instruction"}
+  kinds = [s["kind"] for s in demo_data.training_file_samples(3000)]
+  assert 0.05 < kinds.count("identity") / len(kinds) < 0.15
+
+
+def test_references_are_graded_by_the_real_rewards():
+  rewards = make_rewards()
+  rewards["tool_call"] = type(rewards["math"])("tool_call", tool_call_reward)
+  for which in ("multidomain", "math"):
+    for r in demo_records(which, 200, "eval", seed=3):
+      prompt, ref = r["messages"][-1]["content"], r["reference"]
+      if r["domain"] == "math":
+        assert score(rewards, "math", prompt, f"The answer is {ref}.", ref) == 1.0
+        assert score(rewards, "math", prompt, f"The answer is {int(ref) + 1}.", ref) == 0.0
+      elif r["domain"] == "instruction_following":
+        word = ref[1]["words"][0]
+        assert score(rewards, "instruction_following", prompt, word.upper(), ref) == 1.0
+        assert score(rewards, "instruction_following", prompt, word.lower(), ref) < 1.0
+      else:
+        call = json.loads(ref)
+        good = f"<tool_call>{json.dumps(call)}</tool_call>"
+        assert score(rewards, "tool_call", prompt, good, ref) == 1.0
+        assert score(rewards, "tool_call", prompt, "I cannot check that.", ref) == 0.0
+  ident = demo_records("identity", 100, "eval", seed=3)
+  for r in ident:
+    if r["domain"] == "identity":
+      assert score(rewards, "identity", "", "I am Granite, a language model.", r["reference"]) == 1.0
+      assert score(rewards, "identity", "", "I am a helpful assistant.", r["reference"]) == 0.0
+    elif not r["reference"]["answerable"]:
+      assert score(rewards, "calibration", "", "I don't know.", r["reference"]) == 1.0
+      assert score(rewards, "calibration", "", "It is 555 0199.", r["reference"]) == 0.0
+
+
+def test_compare_answers_are_one_of_the_two_numbers():
+  import random
+  rng = random.Random(0)
+  for _ in range(200):
+    s = demo_data.compare(rng, "train")
+    q = s["messages"][0]["content"]
+    a, b = (int(x) for x in q.rstrip("?").split(", ")[1].split(" or "))
+    assert int(s["answer"]) == (max(a, b) if "larger" in q else min(a, b)) and a != b
