@@ -21,7 +21,7 @@ from granite_jax.data.tokenizer import get_tokenizer
 from granite_jax.data.sources import resolve_files
 from granite_jax.data.chat_pipeline import ConversationSource, Encode, _has_target, sft_sources
 
-_VERSION = "sft_lengths_v1"
+_VERSION = "sft_lengths_v1"  # bump when Encode or the chat template changes what a record packs to
 
 
 def _key(files: list[str], tok, seq_len: int, on_bad: str) -> str:

@@ -108,3 +108,26 @@ def test_resume_inside_a_split_document(data_cfg, tmp_path):
   resumed.set_state(state)
   for w in want:
     np.testing.assert_array_equal(next(resumed)["tokens"], w)
+
+
+def test_checkpoint_restores_into_a_changed_mixture(data_cfg, demo_tok):
+  data_cfg.mixture = {"math": 1, "code": 1}
+  it = iter(pipeline.document_dataset(data_cfg, demo_tok, seq_len=64, seed=0))
+  for _ in range(40):
+    next(it)
+  state = json.loads(json.dumps(it.get_state()))
+  names = list(pipeline.mixture_weights(data_cfg))
+  rest = [next(it) for _ in range(200)]
+  want = {d: [tuple(ex["tokens"].tolist()) for ex in rest if names[int(ex["domain"])] == d][:10]
+          for d in ("math", "code")}
+  data_cfg.mixture = {"math": 1, "code": 1, "cc": 2}  # a domain added: the others resume where they were
+  it2 = iter(pipeline.document_dataset(data_cfg, demo_tok, seq_len=64, seed=0))
+  it2.set_state(state)
+  names2 = list(pipeline.mixture_weights(data_cfg))
+  got = collections.defaultdict(list)
+  for _ in range(400):
+    ex = next(it2)
+    got[names2[int(ex["domain"])]].append(tuple(ex["tokens"].tolist()))
+  for d in ("math", "code"):
+    assert got[d][:10] == want[d]
+  assert got["cc"]  # the new domain is mixed in
