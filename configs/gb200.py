@@ -59,7 +59,15 @@ PRESET_ICI = {
 }
 # Stages that do not fit on their layout as the recipe stands, and what to change. The dry run
 # (launch/run.py --dry_run) and docs/stages.md print this next to the memory that does not fit.
-DOES_NOT_FIT: dict = {}
+_ROLLOUT = (
+    "the RL rollout (64 prompts x 16 samples, one sampler call) prefills the 2048-token prompts "
+    "with XLA's dense attention over the whole KV cache (model/attention.py `_decode`: cuDNN runs "
+    "'jax' there): f32 scores [16 rows, heads, 2048, 8191] per GPU, ~4 such buffers. Change: "
+    "--config.rl.max_prompt_len=1024 --config.rl.max_response_len=7168 (the same 8192 context; "
+    "8B rollout then 117 GiB per GPU, XLA), or prefill with the training attention kernel (the cache "
+    "is empty before the prompt; granite_jax infer/sampler, not done)")
+DOES_NOT_FIT: dict = {(stage, size): _ROLLOUT for stage in ("rl_multidomain", "rlhf", "rl_identity", "rl_math")
+                      for size in ("3b", "8b", "30b")}
 
 
 def stage_kind(c) -> str:
