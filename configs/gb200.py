@@ -56,6 +56,8 @@ PRESET_ICI = {
     # states on every GPU. Tensor=4 inside a tray splits them and the layers 4 ways (XLA ~143 GiB
     # for one sequence per data rank); data x fsdp = 2 ranks take the 8 sequences in 4 micro-batches.
     ("lce_512k", "30b"): ((1, 2, 4, 8), 4),
+    # 4 x 16K sequences per GPU at once: XLA 175.6 GiB for 30B; one per micro-batch instead.
+    ("sft", "30b"): ((8, 8, 1), 4),
 }
 # Stages that do not fit on their layout as the recipe stands, and what to change. The dry run
 # (launch/run.py --dry_run) and docs/stages.md print this next to the memory that does not fit.
