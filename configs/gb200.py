@@ -62,14 +62,22 @@ PRESET_ICI = {
 # Stages that do not fit on their layout as the recipe stands, and what to change. The dry run
 # (launch/run.py --dry_run) and docs/stages.md print this next to the memory that does not fit.
 _ROLLOUT = (
-    "the RL rollout (64 prompts x 16 samples, one sampler call) prefills the 2048-token prompts "
-    "with XLA's dense attention over the whole KV cache (model/attention.py `_decode`: cuDNN runs "
-    "'jax' there): f32 scores [16 rows, heads, 2048, 8191] per GPU, ~4 such buffers. Change: "
-    "--config.rl.max_prompt_len=1024 --config.rl.max_response_len=7168 (the same 8192 context; "
-    "8B rollout then 117 GiB per GPU, XLA), or prefill with the training attention kernel (the cache "
-    "is empty before the prompt; granite_jax infer/sampler, not done)")
-DOES_NOT_FIT: dict = {(stage, size): _ROLLOUT for stage in ("rl_multidomain", "rlhf", "rl_identity", "rl_math")
-                      for size in ("3b", "8b", "30b")}
+    "the RL rollout (64 prompts x 16 samples in one sampler call, 16 rows per GPU) prefills the "
+    "2048-token prompts with XLA's dense attention over the whole KV cache (model/attention.py "
+    "`_decode`: cuDNN runs 'jax' there), f32 scores [16, heads, 2048, 8191] per GPU, ~4 such "
+    "buffers, beside the sampler's per-layer weight copy and the cache. ")
+_ROLLOUT_FIX = {
+    "3b": "Change: --config.rl.max_prompt_len=1024 --config.rl.max_response_len=7168 (the same 8192 "
+          "context, half the prefill scores; not compiled for 3B), or prefill with the training kernel.",
+    "8b": "Change: --config.rl.max_prompt_len=1024 --config.rl.max_response_len=7168 (the same 8192 "
+          "context; the rollout then needs 117 GiB per GPU, XLA), or prefill with the training "
+          "attention kernel (the cache is empty before the prompt; sampler change, not done).",
+    "30b": "A config change is not enough (half the prompt still leaves ~260 GiB): prefill with the "
+           "training attention kernel and shard the sampler's weight copy (sampler change, not done), "
+           "or roll out in several sampler calls of fewer prompts each.",
+}
+DOES_NOT_FIT: dict = {(stage, size): _ROLLOUT + _ROLLOUT_FIX[size]
+                      for stage in ("rl_multidomain", "rlhf", "rl_identity", "rl_math") for size in _ROLLOUT_FIX}
 
 
 def stage_kind(c) -> str:
