@@ -72,12 +72,14 @@ _ROLLOUT_FIX = {
     "8b": "Change: --config.rl.max_prompt_len=1024 --config.rl.max_response_len=7168 (the same 8192 "
           "context; the rollout then needs 117 GiB per GPU, XLA), or prefill with the training "
           "attention kernel (the cache is empty before the prompt; sampler change, not done).",
-    "30b": "A config change is not enough (XLA: 324 GiB; half the prompt saves ~64 GiB of scores): prefill with the "
+    "30b": "A config change is not enough (XLA: 324 GiB; half the prompt saves ~64 GiB of scores): "
+           "prefill with the "
            "training attention kernel and shard the sampler's weight copy (sampler change, not done), "
            "or roll out in several sampler calls of fewer prompts each.",
 }
-DOES_NOT_FIT: dict = {(stage, size): _ROLLOUT + _ROLLOUT_FIX[size]
-                      for stage in ("rl_multidomain", "rlhf", "rl_identity", "rl_math") for size in _ROLLOUT_FIX}
+RL_STAGES = ("rl_multidomain", "rlhf", "rl_identity", "rl_math")
+DOES_NOT_FIT: dict = {(stage, size): _ROLLOUT + fix
+                      for stage in RL_STAGES for size, fix in _ROLLOUT_FIX.items()}
 
 
 def stage_kind(c) -> str:

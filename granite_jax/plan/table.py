@@ -102,7 +102,8 @@ def render(results: list[dict]) -> str:
       xla, comp = "", f"NO: {r.get('error', '')[:160]}"
     plan = f"{r['planner'] / GIB:,.1f}" if "planner" in r else ""
     fit = "yes" if r.get("fits") else ("**NO**" if "xla" in r else "")
-    lines.append(f"| {r['stage']} | {r['preset']} | {gpus} | {r['program']} | {r.get('shapes', '')} | {comp} | "
+    lines.append(f"| {r['stage']} | {r['preset']} | {gpus} | {r['program']} | {r.get('shapes', '')} | "
+                 f"{comp} | "
                  f"{xla} | {plan} | {fit} |")
     key = (r["stage"], r["preset"])
     if r.get("batch_note") and ("batch", key) not in [n[:2] for n in notes]:
