@@ -58,6 +58,8 @@ def collect(names, presets, results_path: str = "", compile_missing: bool = True
       dry_run.run_specs(specs, done)
   if sink:
     sink.close()
+  last = {(r["stage"], r["preset"], r["program"]): r for r in out}  # a stage compiled twice: the later
+  out = list(last.values())
   order = {(s, p): i for i, (s, p) in enumerate((s, p) for s in names for p in presets)}
   missing = [dict(stage=s, preset=p, program="-", error="not run: the dry run was stopped before this stage")
              for (s, p) in order if not any((r["stage"], r["preset"]) == (s, p) for r in out)]
