@@ -225,7 +225,8 @@ def estimates(c: ConfigDict) -> dict[str, mem_lib.Memory]:
   B, T, acc = c.train.global_batch, c.train.seq_len, c.train.grad_accum
   if c.get("rl"):
     rl = c.rl
-    return {"train": mem_lib.train_memory(dataclasses.replace(cfg, loss_chunk=0), sizes, B, T, acc),
+    return {"train": mem_lib.train_memory(dataclasses.replace(cfg, loss_chunk=0), sizes, B, T, acc,
+                                          logit_buffers=mem_lib.RL_LOGIT_BUFFERS),
             "rollout": mem_lib.sampler_memory(sampler_model(c, cfg), sizes,
                                               rl.prompts_per_step * rl.samples_per_prompt,
                                               rl.max_prompt_len, rl.max_response_len),

@@ -74,6 +74,16 @@ def _commit() -> str:
     return "unknown"
 
 
+def planner_now(r: dict) -> float:
+  """The planner's figure for a result's program at this commit (results may be older)."""
+  from granite_jax.plan.programs import estimates
+  try:
+    c = stages.load(r["stage"], r["preset"], r.get("racks") or None)
+    return estimates(dry_run.one_rack(c))[r["program"]].total
+  except (ValueError, KeyError):
+    return r["planner"]
+
+
 def render(results: list[dict]) -> str:
   import jax
   hbm = dry_run.HBM_GB * 1e9 / GIB
@@ -102,7 +112,7 @@ def render(results: list[dict]) -> str:
       xla, comp = f"{r['xla'] / GIB:,.1f}", "yes"
     else:
       xla, comp = "", f"NO: {r.get('error', '')[:160]}"
-    plan = f"{r['planner'] / GIB:,.1f}" if "planner" in r else ""
+    plan = f"{planner_now(r) / GIB:,.1f}" if "planner" in r else ""
     fit = "yes" if r.get("fits") else ("**NO**" if "xla" in r else "")
     lines.append(f"| {r['stage']} | {r['preset']} | {gpus} | {r['program']} | {r.get('shapes', '')} | "
                  f"{comp} | "
