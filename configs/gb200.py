@@ -75,9 +75,7 @@ _ROLLOUT = (
     "2048-token prompts with XLA's dense attention over the whole KV cache (model/attention.py "
     "`_decode`: cuDNN runs 'jax' there), f32 scores [16, heads, 2048, 8191] per GPU, ~4 such "
     "buffers, beside the sampler's per-layer weight copy and the cache. ")
-_ROLLOUT_FIX = {
-    "3b": "Change: --config.rl.max_prompt_len=1024 --config.rl.max_response_len=7168 (the same 8192 "
-          "context, half the prefill scores; not compiled for 3B), or prefill with the training kernel.",
+_ROLLOUT_FIX = {  # 3B's rollout fits (XLA 148.7 GiB per GPU)
     "8b": "Change: --config.rl.max_prompt_len=1024 --config.rl.max_response_len=7168 (the same 8192 "
           "context; the rollout then needs 117 GiB per GPU, XLA), or prefill with the training "
           "attention kernel (the cache is empty before the prompt; sampler change, not done).",
