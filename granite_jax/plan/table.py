@@ -34,9 +34,15 @@ def collect(names, presets, results_path: str = "", compile_missing: bool = True
       old = [json.loads(line) for line in f if line.strip()]
   have = {(r["stage"], r["preset"]) for r in old}
   done: dict[str, list[dict]] = {}
-  for r in old:
-    if "key" in r and "same_as" not in r:
-      done.setdefault(r["key"], []).append(r)
+  keys: dict = {}
+  for r in old:  # keyed as this commit keys programs (the file may be older)
+    if "xla" in r or "planner" in r:
+      k = (r["stage"], r["preset"])
+      if k not in keys:
+        keys[k] = dry_run.program_key(stages.load(r["stage"], r["preset"], r.get("racks") or None))
+      done.setdefault(keys[k], []).append(r)
+  done = {k: [r for r in rows if r["stage"] == rows[0]["stage"] and r["preset"] == rows[0]["preset"]]
+          for k, rows in done.items()}
   specs = [(s, p, None) for s in names for p in presets if (s, p) not in have and compile_missing]
   out: list[dict] = list(old)
   sink = open(results_path, "a") if results_path else None
