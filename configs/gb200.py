@@ -56,10 +56,43 @@ PRESET_ICI = {
     # states on every GPU. Tensor=4 inside a tray splits them and the layers 4 ways (XLA ~143 GiB
     # for one sequence per data rank); data x fsdp = 2 ranks take the 8 sequences in 4 micro-batches.
     ("lce_512k", "30b"): ((1, 2, 4, 8), 4),
+    # 2 x 32K sequences per GPU at once: XLA 175.6 GiB for 30B; one per micro-batch.
+    ("lce_32k", "30b"): ((8, 8, 1, 1), 2),
+    # context=4 with 2 x 128K sequences per rank: XLA 279 GiB for 30B; context=8 (16K tokens of
+    # one sequence per GPU) with 4 micro-batches.
+    ("lce_128k", "30b"): ((1, 8, 1, 8), 4),
+    # 4 x 16K sequences per GPU at once: XLA 175.6 GiB for 30B; one per micro-batch instead.
+    ("sft", "30b"): ((8, 8, 1), 4),
+    # 8 x 8K rows per GPU and no micro-batching in the reward-model step: XLA 168.5 GiB with
+    # fsdp=8. 64 divides every 30B parameter dimension, so FSDP over all 64 GPUs (all NVLink)
+    # cuts parameters, AdamW state and gradients 8x further.
+    ("reward_model", "30b"): ((1, 64, 1), 1),
 }
 # Stages that do not fit on their layout as the recipe stands, and what to change. The dry run
 # (launch/run.py --dry_run) and docs/stages.md print this next to the memory that does not fit.
-DOES_NOT_FIT: dict = {}
+_ROLLOUT = (
+    "the RL rollout (64 prompts x 16 samples in one sampler call, 16 rows per GPU) prefills the "
+    "2048-token prompts with XLA's dense attention over the whole KV cache (model/attention.py "
+    "`_decode`: cuDNN runs 'jax' there), f32 scores [16, heads, 2048, 8191] per GPU, ~4 such "
+    "buffers, beside the sampler's per-layer weight copy and the cache. ")
+_ROLLOUT_FIX = {  # 3B's rollout fits (XLA 148.7 GiB per GPU)
+    "8b": "Change: --config.rl.max_prompt_len=1024 --config.rl.max_response_len=7168 (the same 8192 "
+          "context; the rollout then needs 117 GiB per GPU, XLA), or prefill with the training "
+          "attention kernel (the cache is empty before the prompt; sampler change, not done).",
+    "30b": "A config change is not enough (XLA: 324 GiB; half the prompt saves ~64 GiB of scores): "
+           "prefill with the "
+           "training attention kernel and shard the sampler's weight copy (sampler change, not done), "
+           "or roll out in several sampler calls of fewer prompts each.",
+}
+RL_STAGES = ("rl_multidomain", "rlhf", "rl_identity", "rl_math")
+DOES_NOT_FIT: dict = {(stage, size): _ROLLOUT + fix
+                      for stage in RL_STAGES for size, fix in _ROLLOUT_FIX.items()}
+DOES_NOT_FIT[("lce_512k", "30b")] = (
+    "30B at 512K needs ~166 GiB per GPU with data=1 x fsdp=8 x context=8 (XLA, docs/planner.md) and "
+    "174 GiB with fsdp=2 x tensor=4 x context=8 in 4 micro-batches (this layout), of ~165 usable: "
+    "the chunked loss gathers the whole 512K sequence's f32 hidden states on every GPU (~28 GiB). "
+    "Change: chunk the loss over each context shard's own positions (train/loss.py, not done), or "
+    "end 30B's long-context extension at 128K (configs/lce_128k.py:30b) as 3B does.")
 
 
 def stage_kind(c) -> str:

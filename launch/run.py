@@ -16,8 +16,8 @@ from ml_collections import config_flags  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file("config", os.path.join(_ROOT, "configs", "phase2.py"),
                                           "Recipe stage config file, optionally ':<preset>'.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default runs/<config name>).")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Validate, build the real mesh from fake CPU devices and compile "
-                             "every program of the stage from abstract inputs; print memory per GPU "
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Validate, build the real mesh from fake CPU devices and "
+                             "compile every program of the stage from abstract inputs; print memory per GPU "
                              "(granite_jax/plan/dry_run.py). Nothing is allocated or read.")
 
 

@@ -129,7 +129,8 @@ def format_row(r: dict, hbm_gb: float = HBM_GB) -> str:
     return f"  {r['program']:<9} {r.get('shapes', ''):<40} DOES NOT COMPILE: {r.get('error', '')}"
   verdict = "fits" if r["fits"] else "DOES NOT FIT"
   return (f"  {r['program']:<9} {r['shapes']:<40} XLA {r['xla'] / GIB:7.1f} GiB/GPU | planner "
-          f"{r['planner'] / GIB:7.1f} GiB | HBM {hbm_gb * 1e9 / GIB:.0f} GiB | {verdict} ({r['compile_s']:.0f} s)")
+          f"{r['planner'] / GIB:7.1f} GiB | HBM {hbm_gb * 1e9 / GIB:.0f} GiB | {verdict} "
+          f"({r['compile_s']:.0f} s)")
 
 
 def ok(results: list[dict]) -> bool:
@@ -151,19 +152,22 @@ def dry_run(c: ConfigDict, hbm_gb: float = HBM_GB) -> int:
   note = results[0].get("does_not_fit") if results else ""
   if not good and note:
     print(f"  what to change: {note}", flush=True)
-  print(f"dry run {c.name}:{c.preset}: " + ("every program compiles and fits" if good else "FAILED"), flush=True)
+  verdict = "every program compiles and fits" if good else "FAILED"
+  print(f"dry run {c.name}:{c.preset}: {verdict}", flush=True)
   return 0 if good else 1
+
+
+_RL_SHAPE_FIELDS = ("prompts_per_step", "samples_per_prompt", "max_prompt_len", "max_response_len",
+                    "temperature", "eps_low", "eps_high", "agg")
 
 
 def program_key(c: ConfigDict) -> str:
   """What decides the compiled programs: stages with equal keys compile to the same programs."""
+  # The optimizer's settings change values, not buffers (AdamW state is the same for every schedule).
   parts = dict(model=c.model.to_dict(), mesh=[list(c.mesh.shape), list(c.mesh.axes)],
                train=[c.train.global_batch, c.train.seq_len, c.train.grad_accum], kind=stages.kind(c),
-               optim=c.optim.to_dict(), data_kind=c.data.get("kind"),
-               rl={k: v for k, v in (c.get("rl") or {}).items() if k in ("prompts_per_step", "samples_per_prompt",
-                   "max_prompt_len", "max_response_len", "temperature", "eps_low", "eps_high", "agg")})
-  parts["optim"].pop("peak_lr", None), parts["optim"].pop("warmup_steps", None)
-  parts["optim"].pop("tokens_offset", None), parts["optim"].pop("schedule", None)
+               clip=c.optim.clip_norm > 0, data_kind=c.data.get("kind"),
+               rl={k: v for k, v in (c.get("rl") or {}).items() if k in _RL_SHAPE_FIELDS})
   return json.dumps(parts, sort_keys=True, default=str)
 
 

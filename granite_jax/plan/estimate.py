@@ -95,8 +95,8 @@ def fits(total: float, hw: Hardware) -> bool:
 
 
 def table(plans: list[Plan], hw: Hardware) -> str:
-  head = ("| preset | stage | GPUs (mesh) | params+opt | grads | activations | train GiB | other programs GiB "
-          "| fits | TFLOP/step/GPU | step s | MFU |")
+  head = ("| preset | stage | GPUs (mesh) | params+opt | grads | activations | train GiB "
+          "| other programs GiB | fits | TFLOP/step/GPU | step s | MFU |")
   rows = [head, "|" + "---|" * 12]
   for p in plans:
     m = p.memory
@@ -107,7 +107,8 @@ def table(plans: list[Plan], hw: Hardware) -> str:
       gpus *= v
     others = ", ".join(f"{k} {gib(v.total)}" for k, v in p.programs.items() if k != "train") or "-"
     ok = "yes" if all(fits(v.total, hw) for v in p.programs.values()) else "NO"
-    rows.append(f"| {p.preset} | {p.stage} | {gpus} ({mesh}) | {gib(m.params + m.opt_state)} | {gib(m.grads)} | "
+    rows.append(f"| {p.preset} | {p.stage} | {gpus} ({mesh}) | {gib(m.params + m.opt_state)} | "
+                f"{gib(m.grads)} | "
                 f"{gib(act)} | {gib(m.total)} | {others} | {ok} | "
                 f"{p.flops_per_device / 1e12:,.0f} | {p.step_s:.2f} | {p.mfu:.0%} |")
   return "\n".join(rows)
@@ -141,7 +142,8 @@ def main(argv: list[str]) -> int:
       except ValueError as e:  # not in the recipe at this size (lce_512k:3b), or a refused layout
         skipped.append(f"{s}:{p}: {e}")
   print(f"# GB200 NVL72 layouts (configs/gb200.py); {hw.hbm_gb:.0f} GB HBM, "
-        f"{hw.peak_flops / 1e15:.2f} PFLOP/s, NVLink {hw.nvlink_gbs:.0f} GB/s, IB {hw.ib_gbps:.0f} Gb/s per GPU")
+        f"{hw.peak_flops / 1e15:.2f} PFLOP/s, NVLink {hw.nvlink_gbs:.0f} GB/s, "
+        f"IB {hw.ib_gbps:.0f} Gb/s per GPU")
   print(table(plans, hw))
   for line in skipped:
     print(f"# skipped {line}")

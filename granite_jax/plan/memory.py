@@ -73,7 +73,11 @@ SCORE_BUFFERS = 1.0      # f32 scores of xla attention (softmax fused into them)
 FLASH_TILE_BUFFERS = 4.0  # f32 block x block tiles per query block in flight
 # Read off one compile each (8B RL rollout and log-probs on 64 GPUs, docs/stages.md): rough.
 PREFILL_SCORE_BUFFERS = 4.0  # 8B rollout prefill: XLA 165.5 GiB, 4.3 score-sized buffers
-FORWARD_LOGIT_BUFFERS = 1.0  # forward-only log-probs: 8B RL at 16 x 8192 tokens/GPU, XLA 55.4 GiB
+FORWARD_LOGIT_BUFFERS = 1.0
+# The RL step's loss (rl/loss.py: tempered log-softmax, entropy, ratios) over one micro-batch's
+# full [b, t, vocab] logits: XLA 71.3 / 85.8 / 137.6 GiB for 3B / 8B / 30B RL on 64 GPUs
+# (docs/stages.md) need ~18 / 17 / 13 such buffers; 16 puts all three within 11%.
+RL_LOGIT_BUFFERS = 16.0  # forward-only log-probs: 8B RL at 16 x 8192 tokens/GPU, XLA 55.4 GiB
 
 
 def dtype_bytes(name: str) -> int:
@@ -124,8 +128,9 @@ class Memory:
 
 
 def train_memory(cfg: ModelConfig, mesh: Mapping[str, int], global_batch: int, seq_len: int,
-                 grad_accum: int = 1, kv_cache_seqs: int = 0) -> Memory:
-  """Per-device bytes of one train step (and, for RL, the rollout KV cache held beside it)."""
+                 grad_accum: int = 1, kv_cache_seqs: int = 0, logit_buffers: float | None = None) -> Memory:
+  """Per-device bytes of one train step (and, for RL, the rollout KV cache held beside it).
+  `logit_buffers`: f32 [b, t, vocab] buffers of an unchunked loss (default LOGIT_BUFFERS)."""
   dp = mesh.get("data", 1) * mesh.get("fsdp", 1)
   tp, cp = mesh.get("tensor", 1), mesh.get("context", 1)
   b = global_batch / dp / grad_accum
@@ -159,7 +164,7 @@ def train_memory(cfg: ModelConfig, mesh: Mapping[str, int], global_batch: int, s
     if cp > 1:  # chunks of a context-sharded sequence: the whole sequence's hidden states on every device
       gathered_hidden = CP_HIDDEN_BUFFERS * b * seq_len * d * 4
   else:
-    logit_tokens = LOGIT_BUFFERS * b * t
+    logit_tokens = (LOGIT_BUFFERS if logit_buffers is None else logit_buffers) * b * t
   logits = (logit_tokens * cfg.vocab_size / tp * 4 + gathered_hidden
             + EMBED_BUFFERS * cfg.vocab_size * d / tp * pb)
   kv = 2 * L * kv_cache_seqs / dp * seq_len * k_l * h * ab

@@ -85,7 +85,8 @@ def train_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
   batch = {k: _sds((B, T), jnp.int32, bs) for k in keys}
   fn = step_lib.jit_train_step(cfg, mesh, tx, schedule, shardings, acc).jitted
   est = mem_lib.train_memory(cfg, stages.mesh_sizes(c), B, T, acc)
-  return [Program("train", _lower(fn, mesh, state, batch), est, f"{B} x {T}" + (f", {acc} micro" if acc > 1 else ""))]
+  shapes = f"{B} x {T}" + (f", {acc} micro" if acc > 1 else "")
+  return [Program("train", _lower(fn, mesh, state, batch), est, shapes)]
 
 
 def rl_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
@@ -146,8 +147,8 @@ def rl_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
                        f"{Pn} prompts x {G} samples, {rl.max_prompt_len} + {N} tokens"))
   logp = rl_step.jit_logprobs(cfg, mesh, shardings.params, rl.temperature).jitted
   layout = {k: batch[k] for k in ("tokens", "segment_ids", "positions")}
-  progs.append(Program("logprobs", _lower(logp, mesh, params, layout), mem_lib.forward_memory(cfg, sizes, B, T),
-                       f"{B} x {T}"))
+  progs.append(Program("logprobs", _lower(logp, mesh, params, layout),
+                       mem_lib.forward_memory(cfg, sizes, B, T), f"{B} x {T}"))
   return progs
 
 
@@ -189,7 +190,8 @@ def reward_model_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
     return new, dict(loss=l, accuracy=acc, grad_norm=optax.global_norm(g), lr=schedule(state.step))
 
   rows, T = 2 * c.train.global_batch, c.train.seq_len
-  train = jax.jit(step_fn, in_shardings=(shardings, bs, bs), out_shardings=(shardings, rep), donate_argnums=(0,))
+  train = jax.jit(step_fn, in_shardings=(shardings, bs, bs), out_shardings=(shardings, rep),
+                  donate_argnums=(0,))
   tok = _sds((rows, T), jnp.int32, bs)
   no_logits = dataclasses.replace(mem_lib.train_memory(cfg, sizes, rows, T), logits=0.0)
 
@@ -223,8 +225,10 @@ def estimates(c: ConfigDict) -> dict[str, mem_lib.Memory]:
   B, T, acc = c.train.global_batch, c.train.seq_len, c.train.grad_accum
   if c.get("rl"):
     rl = c.rl
-    return {"train": mem_lib.train_memory(dataclasses.replace(cfg, loss_chunk=0), sizes, B, T, acc),
-            "rollout": mem_lib.sampler_memory(sampler_model(c, cfg), sizes, rl.prompts_per_step * rl.samples_per_prompt,
+    return {"train": mem_lib.train_memory(dataclasses.replace(cfg, loss_chunk=0), sizes, B, T, acc,
+                                          logit_buffers=mem_lib.RL_LOGIT_BUFFERS),
+            "rollout": mem_lib.sampler_memory(sampler_model(c, cfg), sizes,
+                                              rl.prompts_per_step * rl.samples_per_prompt,
                                               rl.max_prompt_len, rl.max_response_len),
             "logprobs": mem_lib.forward_memory(cfg, sizes, B, T)}
   if c.get("reward_model"):

@@ -28,10 +28,12 @@ def _recipe(arg):
   return importlib.import_module(f"configs.{stage}").get_config(preset)
 
 
+@pytest.mark.parametrize("size", ["8b", "30b"])  # 30B has its own layouts for some stages (PRESET_ICI)
 @pytest.mark.parametrize("stage", ["sft", "reward_model", "rl_multidomain", "rlhf", "rl_identity", "rl_math",
                                    "lce_32k", "lce_128k", "lce_512k"])
-def test_every_stage_but_pretraining_keeps_the_recipe_batch(stage):
-  c, recipe = gb200.get_config(f"{stage},8b,1"), _recipe(f"{stage},8b")
+def test_every_stage_but_pretraining_keeps_the_recipe_batch(stage, size):
+  c, recipe = gb200.get_config(f"{stage},{size},1"), _recipe(f"{stage},{size}")
+  assert math.prod(c.mesh.shape) == 64
   assert c.train.global_batch == recipe.train.global_batch and c.gb200.batch_note == ""
   assert c.train.seq_len == recipe.train.seq_len
   assert "recipe batch kept" in gb200.describe(c)
