@@ -54,8 +54,8 @@ def _abstract_state(cfg, mesh, tx):
 
 def _optimizer(c: ConfigDict):
   from granite_jax.optim import make_optimizer
-  steps = max(1, int(c.train.tokens // (c.train.global_batch * c.train.seq_len))) if c.train.tokens > 0 \
-      else int(c.train.steps)
+  from granite_jax.train.steps import total_steps
+  steps = total_steps(c, from_data=False)  # SFT derives its count from the data; the program does not depend on it
   return make_optimizer(c.optim, total_steps=steps, tokens_per_step=c.train.global_batch * c.train.seq_len)
 
 

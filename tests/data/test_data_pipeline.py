@@ -89,13 +89,16 @@ def test_same_seed_same_batches_other_seed_differs(data_cfg):
 
 
 def test_processes_read_disjoint_documents(data_cfg, demo_tok):
+  """Two processes split the documents between them: together they read exactly what one reads."""
+  import collections
   data_cfg.mixture = {"math": 1}
-  def docs(pi):
+  def pieces(pi, pc):
     it = iter(pipeline.document_dataset(data_cfg, demo_tok, seq_len=SEQ, seed=0, split="eval",
-                                        process_index=pi, process_count=2, num_epochs=1))
-    return {tuple(ex["tokens"].tolist()) for ex in it}
-  d0, d1 = docs(0), docs(1)
-  assert len(d0) == len(d1) == 100 and not d0 & d1
+                                        process_index=pi, process_count=pc, num_epochs=1))
+    return collections.Counter(tuple(ex["tokens"].tolist()) for ex in it)
+  d0, d1, one = pieces(0, 2), pieces(1, 2), pieces(0, 1)
+  assert d0 + d1 == one
+  assert min(sum(d0.values()), sum(d1.values())) >= 0.4 * sum(one.values())  # an even split
 
 
 def test_checkpoint_resume_gives_identical_batches(data_cfg):
