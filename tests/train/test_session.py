@@ -19,7 +19,7 @@ def tiny(cache, steps):
   c = phase2.get_config("tiny")
   c.model.update(n_layers=1, d_model=32, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64)
   c.train.update(steps=steps, seq_len=32, global_batch=8, log_every=100, eval_batches=0)
-  c.ckpt.update(every_steps=1, async_save=False)
+  c.ckpt.update(every_steps=1, async_save=False, max_to_keep=10)
   c.data.cache_dir = cache
   return c
 
