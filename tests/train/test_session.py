@@ -41,6 +41,7 @@ def test_all_nan_start_is_skipped_and_logged_not_a_crash(tmp_path, demo_cache_di
   assert out["skipped_steps"] == 2 and out["first_loss"] is None
 
 
+@pytest.mark.slow  # the CLI fault matrix covers the same path; this one runs in process
 def test_injected_nan_skips_then_too_many_stop_before_a_checkpoint(tmp_path, demo_cache_dir, monkeypatch):
   monkeypatch.setenv("GRANITE_FAULT_NAN_STEPS", "2,4,5")
   c = tiny(demo_cache_dir, 6)
