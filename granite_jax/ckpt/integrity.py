@@ -79,7 +79,12 @@ def write_manifest(directory: str, step: int, process: int = 0, count: int = 1, 
 
 
 def drop_manifest(directory: str, step: int, process: int = 0, count: int = 1) -> None:
-  """Before saving `step` anew: a manifest left from an earlier step of that number is stale."""
+  """Before saving `step` anew: manifests left from an earlier step of that number are stale
+  (process 0 drops them all, whatever process count wrote them; no process has written one for
+  the new save yet, they do so after it commits)."""
+  if process == 0:
+    shutil.rmtree(manifest_dir(directory, step), ignore_errors=True)
+    return
   path = manifest_path(directory, step, process, count)
   if os.path.exists(path):
     os.remove(path)

@@ -83,21 +83,7 @@ class Checkpointer:
 
   def check(self, step: int) -> None:
     """Raises CheckpointError on every process when any process finds the step damaged."""
-    if not integrity.has_manifest(self.directory, step):
-      if jax.process_index() == 0:
-        print(f"granite_jax: checkpoint step {step} in {self.directory} has no integrity manifest "
-              "(the run stopped before recording it); restoring it unverified", flush=True)
-      return
-    problem = integrity.verify(self.directory, step, jax.process_index(), jax.process_count(),
-                               checksums=self.checksums)
-    if jax.process_count() > 1:  # every process must fall back alike
-      import numpy as np
-      from jax.experimental import multihost_utils
-      flags = multihost_utils.process_allgather(np.asarray(problem is not None, np.int32))
-      if problem is None and np.max(flags):
-        problem = f"damaged (found by process {int(np.argmax(flags))})"
-    if problem:
-      raise CheckpointError(f"checkpoint step {step} in {self.directory} is damaged: {problem}")
+    check_step(self.directory, step, checksums=self.checksums)
 
   def restore_latest_good(self, abstract_state: Any, make_data_iter) -> tuple[int, Any, Any] | None:
     """Newest step that restores cleanly, falling back past damaged ones.
@@ -160,6 +146,25 @@ class Checkpointer:
     self._mgr.close()
 
 
+def check_step(directory: str, step: int, *, checksums: bool = True, warn_unverified: bool = True) -> None:
+  """The step's files against its manifests, each process checking its share; all processes
+  raise CheckpointError alike when any finds damage."""
+  if not integrity.has_manifest(directory, step):
+    if warn_unverified and jax.process_index() == 0:
+      print(f"granite_jax: checkpoint step {step} in {directory} has no integrity manifest "
+            "(the run stopped before recording it); restoring it unverified", flush=True)
+    return
+  problem = integrity.verify(directory, step, jax.process_index(), jax.process_count(), checksums=checksums)
+  if jax.process_count() > 1:  # every process must fall back alike
+    import numpy as np
+    from jax.experimental import multihost_utils
+    flags = multihost_utils.process_allgather(np.asarray(problem is not None, np.int32))
+    if problem is None and np.max(flags):
+      problem = f"damaged (found by process {int(np.argmax(flags))})"
+  if problem:
+    raise CheckpointError(f"checkpoint step {step} in {directory} is damaged: {problem}")
+
+
 def abstract_like(tree: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs carrying the target shardings (what Orbax restores into)."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
@@ -174,6 +179,9 @@ def restore_params(directory: str, abstract_params: Any, step: int | None = None
   step = mgr.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"init_from={directory!r}: holds no checkpoint step")
+  # Another run's checkpoint: no fallback, but never read it damaged. (Merges and HF imports
+  # write no manifest: nothing to check there.)
+  check_step(directory, step, warn_unverified=False)
   target = {"params": abstract_params}
   restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
       item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),

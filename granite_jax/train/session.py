@@ -17,6 +17,7 @@ Fault hooks for tests: train/faults.py.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -214,7 +215,11 @@ def run(job: Job, workdir: str, trainer: Trainer, *, progress: bool = True) -> d
   if is_main:
     print(banner(job, workdir, start, trainer.banner), flush=True)
   nan_steps = faults.nan_steps()
-  train_fn = jit_step(trainer.step_fn, job.mesh, shardings, trainer.batch_shardings, poison=bool(nan_steps))
+  train_fn = jit_step(trainer.step_fn, job.mesh, shardings, trainer.batch_shardings)
+  # Fault hook: a second program, used only at the poisoned steps, so the others stay bitwise those
+  # of a normal run.
+  poison_fn = jit_step(trainer.step_fn, job.mesh, shardings, trainer.batch_shardings, poison=True) \
+      if nan_steps else None
   guard = Guard(c.train.on_nonfinite, c.train.max_consecutive_skips, c.train.get("loss_spike_factor", 0.0))
   log_every = trainer.log_every or c.train.log_every
   eval_on = trainer.evaluate is not None and bool(c.train.eval_batches)
@@ -276,10 +281,10 @@ def run(job: Job, workdir: str, trainer: Trainer, *, progress: bool = True) -> d
           ckpt.save(step, state, data)
         break
       batch = to_global(batch, trainer.batch_shardings)
-      poison = (np.float32(np.nan if step + 1 in nan_steps else 1.0),) if nan_steps else ()
+      fn = functools.partial(_poisoned, poison_fn) if step + 1 in nan_steps else train_fn
       skipped = None
       for _ in range(trainer.updates_per_step):
-        state, m = train_fn(state, batch, *poison)
+        state, m = fn(state, batch)
         skipped = m["skipped"] if skipped is None else skipped | m["skipped"]
       m = dict(m, skipped=skipped)
       step += 1
@@ -318,6 +323,10 @@ def run(job: Job, workdir: str, trainer: Trainer, *, progress: bool = True) -> d
     print(line + (f", {guard.total_skipped} skipped steps" if guard.total_skipped else "")
           + f"; metrics in {writer.path}", flush=True)
   return out
+
+
+def _poisoned(poison_fn, state, batch):
+  return poison_fn(state, batch, np.float32(np.nan))
 
 
 def _quiet_close(ckpt, writer, bar) -> None:

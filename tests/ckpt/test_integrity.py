@@ -129,3 +129,13 @@ def test_failed_save_names_the_place_and_keeps_older_steps(saved, monkeypatch):
   step, state, _ = Checkpointer(d).restore_latest_good(abstract, lambda: None)
   assert step == 20
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), jax.device_get(states[20].params))
+
+
+def test_init_from_a_damaged_checkpoint_is_refused(saved):
+  from granite_jax.ckpt.manager import restore_params
+  d, states, _ = saved
+  victim = _biggest_file(os.path.join(d, "20"))
+  damage_file(victim, "flip")
+  abstract = jax.eval_shape(lambda: states[20].params)
+  with pytest.raises(CheckpointError, match="step 20 .* damaged: file .*" + os.path.basename(victim)):
+    restore_params(d, abstract)

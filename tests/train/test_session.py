@@ -19,7 +19,7 @@ def tiny(cache, steps):
   c = phase2.get_config("tiny")
   c.model.update(n_layers=1, d_model=32, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64)
   c.train.update(steps=steps, seq_len=32, global_batch=8, log_every=100, eval_batches=0)
-  c.ckpt.update(every_steps=1, async_save=False)
+  c.ckpt.update(every_steps=1, async_save=False, max_to_keep=10)
   c.data.cache_dir = cache
   return c
 
@@ -41,6 +41,7 @@ def test_all_nan_start_is_skipped_and_logged_not_a_crash(tmp_path, demo_cache_di
   assert out["skipped_steps"] == 2 and out["first_loss"] is None
 
 
+@pytest.mark.slow  # the CLI fault matrix covers the same path; this one runs in process
 def test_injected_nan_skips_then_too_many_stop_before_a_checkpoint(tmp_path, demo_cache_dir, monkeypatch):
   monkeypatch.setenv("GRANITE_FAULT_NAN_STEPS", "2,4,5")
   c = tiny(demo_cache_dir, 6)
