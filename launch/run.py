@@ -16,6 +16,9 @@ from ml_collections import config_flags  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file("config", os.path.join(_ROOT, "configs", "phase2.py"),
                                           "Recipe stage config file, optionally ':<preset>'.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default runs/<config name>).")
+EXIT_NONFINITE = 3  # the non-finite guard stopped the run (no checkpoint of that state)
+EXIT_SAVE_FAILED = 4  # a checkpoint save failed (older steps intact)
+_DEBUG = False  # set from --debug in __main__
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Validate, build the real mesh from fake CPU devices and "
                              "compile every program of the stage from abstract inputs; print memory per GPU "
                              "(granite_jax/plan/dry_run.py). Nothing is allocated or read.")
@@ -67,7 +70,15 @@ def main(argv):
     from granite_jax.rl.loop import run_rl as run
   elif config.get("reward_model"):  # configs/reward_model.py
     from granite_jax.rl.reward_model_train import run_reward_model as run
-  run(config, workdir)
+  from granite_jax.ckpt.manager import CheckpointError
+  from granite_jax.train.guards import NonFiniteError
+  try:
+    run(config, workdir)
+  except (NonFiniteError, CheckpointError) as e:  # a known stopping state, not a bug: one line
+    if _DEBUG:
+      raise
+    from granite_jax import cli
+    cli.fail("granite_jax", e, EXIT_NONFINITE if isinstance(e, NonFiniteError) else EXIT_SAVE_FAILED)
 
 
 def _parse_flags(argv):
