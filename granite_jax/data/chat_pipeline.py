@@ -17,7 +17,6 @@ import numpy as np
 
 from granite_jax.data import config as data_config
 from granite_jax.data.chat_template import encode_chat
-from granite_jax.data.tokenizer import get_tokenizer
 from granite_jax.data.sources import count_skipped, reset_skipped_records, resolve_files
 from granite_jax.data.tokenizer import PAD, get_tokenizer
 

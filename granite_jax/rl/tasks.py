@@ -21,7 +21,7 @@ import random
 
 from granite_jax.data import demo_chat
 from granite_jax.data.chat_template import encode_chat
-from granite_jax.data.demo_chat import check
+from granite_jax.rl.rewards.tool_call import tool_call_reward  # noqa: F401 - the demo tool reward
 
 DEMO_SETS = ("multidomain", "math", "chat", "identity")
 IDENTITY_PROMPTS = demo_chat.IDENTITY_TRAIN + demo_chat.IDENTITY_EVAL  # train / held-out phrasings
@@ -29,12 +29,6 @@ OTHER_NAMES = ["ChatGPT", "Claude", "Llama", "Gemini"]
 PEOPLE = ["Mara Quist", "Tobin Vale", "Ilse Varga", "Odo Brandt", "Nell Ashby", "Per Lund"]
 UNKNOWABLE = ["What is the phone number of {p}?", "What did {p} eat for breakfast yesterday?",
               "How many coins are in {p}'s pocket right now?"]
-
-
-def tool_call_reward(prompt: str, response: str, reference) -> float:
-  """Half for a well-formed <tool_call> naming a known tool, half for the exact call (demo tools)."""
-  fmt, ok = check("tool", response, str(reference))
-  return 0.5 * fmt + 0.5 * ok
 
 
 def _demo_task(s: dict, which: str) -> dict:

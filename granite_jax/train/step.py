@@ -17,7 +17,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from granite_jax.model import Granite, ModelConfig
 from granite_jax.ops import context_parallel as cp
-from granite_jax.sharding.jit import mesh_context, with_mesh
+from granite_jax.sharding.jit import with_mesh
 from granite_jax.sharding.rules import rules_for
 from granite_jax.train import loss as loss_lib
 from granite_jax.train.state import TrainState

@@ -55,7 +55,7 @@ class RewardService:
           err = json.loads(e.read())
           i = int(err["index"])
         except (ValueError, KeyError, TypeError):
-          raise ValueError(f"HTTP 422 with a body that is not {{'error', 'index'}}") from None
+          raise ValueError("HTTP 422 with a body that is not {'error', 'index'}") from None
         if 0 <= i < len(items):
           raise RewardDataError(f"reward service {self.url}: malformed reference of the record "
                                 f"{_describe(items[i])}: {err.get('error')}") from None

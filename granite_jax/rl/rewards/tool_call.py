@@ -1,22 +1,10 @@
 """Tool calls of the demo tasks: half for a well-formed <tool_call> naming a known tool, half for the
-exact call. Same scoring as rl/tasks.py `tool_call_reward`, without importing JAX (worker processes)."""
+exact call. No JAX import (it runs in the reward worker processes)."""
 from __future__ import annotations
 
-import json
-import re
-
-from granite_jax.data.demo_chat import TOOLS
-
-_CALL = re.compile(r"^<tool_call>\s*(\{.*\})\s*</tool_call>$", re.S)
+from granite_jax.data.demo_chat import check
 
 
 def tool_call_reward(prompt: str, response: str, reference) -> float:
-  m = _CALL.match(response)
-  if not m:
-    return 0.0
-  try:
-    call = json.loads(m.group(1))
-  except ValueError:
-    return 0.0
-  ok = isinstance(call, dict) and call.get("name") in {t["name"] for t in TOOLS}
-  return 0.5 * ok + 0.5 * (ok and json.dumps(call, sort_keys=True) == str(reference))
+  fmt, ok = check("tool", response, str(reference))
+  return 0.5 * fmt + 0.5 * ok
