@@ -11,12 +11,20 @@ without complaint and silently computes a different function.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 from typing import Any, Mapping, Sequence
 
+from granite_jax.ckpt.run_dir import check_not_hf_folder, read_json
+
 FILE = "model_config.json"
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(msg: str) -> None:  # the config is validated at start and again when the run builds
+  print(msg, file=sys.stderr)
 
 # Fields that define the function the parameters compute. dtype, attention_impl, loss_chunk,
 # remat_policy, attention_block and init_std change how it is computed or trained, not what.
@@ -83,8 +91,11 @@ def check_inherits(ckpt: str, model: Mapping[str, Any], declared: Sequence[str] 
                      f"choose from {list(NETWORK_FIELDS)}")
   got = read(ckpt)
   if got is None:
-    print(f"granite_jax: warning: {what}={ckpt!r} has no {FILE} (here or in its parent); "
-          "only tensor shapes are checked when it loads", file=sys.stderr)
+    hf = os.path.join(ckpt, "config.json")
+    if os.path.isfile(hf) and "model_type" in (read_json(hf, "Hugging Face config") or {}):
+      check_not_hf_folder(ckpt)  # an HF folder passed where a checkpoint belongs: say so, not "no step"
+    _warn_once(f"granite_jax: warning: {what}={ckpt!r} has no {FILE} (here or in its parent); "
+               "only tensor shapes are checked when it loads")
     return None
   path, theirs = got
   diff = differences(theirs, model, declared)

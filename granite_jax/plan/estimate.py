@@ -129,10 +129,10 @@ def main(argv: list[str]) -> int:
   names = list(stages.STAGES) if args.stage == "all" else [args.stage]
   for p in presets:
     if p not in stages.PRESETS:
-      ap.error(f"--preset={p!r}: choose one of {list(stages.PRESETS)} or all")
+      raise ValueError(f"--preset={p!r}: choose one of {list(stages.PRESETS)} or all")
   for s in names:
     if s not in stages.STAGES:
-      ap.error(f"--stage={s!r}: choose one of {list(stages.STAGES)} or all")
+      raise ValueError(f"--stage={s!r}: choose one of {list(stages.STAGES)} or all")
   hw = Hardware(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Hardware)})
   plans, skipped = [], []
   for p in presets:
