@@ -42,7 +42,6 @@ def test_stage_missing_from_the_recipe_is_skipped_with_the_reason(capsys):
   assert "skipped lce_512k:3b: lce_512k is not part of the 3B recipe" in capsys.readouterr().out
 
 
-def test_bad_stage_is_named(capsys):
-  with pytest.raises(SystemExit):
+def test_bad_stage_is_named():
+  with pytest.raises(ValueError, match="--stage='phase9'"):  # granite_jax.cli prints it as one line
     plan.main(["--stage=phase9"])
-  assert "--stage='phase9'" in capsys.readouterr().err

@@ -26,6 +26,11 @@ MIXTURES = {
     "lce_32k": dict(cc_hq=70, math=15, code=15, long_cot=0, code_instruct=0, lang_instruct=0),
 }
 SHORT, LONG = 256, 1024  # pretraining and LCE lengths (lce_32k tiny)
+# The demo starts SFT from the LCE output, so SFT and every later stage run the LCE network
+# (configs/lce_32k.py: RoPE theta 1e6 and its length at tiny); without these the model-chain
+# check stops the stage, naming both fields (ckpt/model_config.py).
+POST_LCE = {"model.rope_theta": 1e6, "model.max_seq_len": LONG}
+AFTER_LCE = ("sft", "reward_model", "rl_multidomain", "rlhf", "rl_identity", "rl_math")
 
 
 @dataclasses.dataclass
@@ -93,6 +98,8 @@ def command(stage: Stage, workdir: str, quick: bool = False) -> list[str]:
   over = {f"model.{k}": v for k, v in MODEL.items()}
   if stage.mixture:
     over.update({f"data.mixture.{k}": v for k, v in MIXTURES[stage.config].items()})
+  if stage.name in AFTER_LCE:
+    over.update(POST_LCE)
   over.update(stage.args)
   if quick:
     over.update(stage.quick_args)
