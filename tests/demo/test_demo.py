@@ -80,8 +80,6 @@ def test_finished_stages_are_skipped_and_reported(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("GRANITE_DEMO_E2E"), reason="~30 min on 2 cores; set GRANITE_DEMO_E2E=1 "
-                    "(or run python -m granite_jax.demo --quick)")
 def test_quick_pipeline_runs_every_stage_and_resumes(tmp_path, monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "")  # the demo's commands run as a user's would: one CPU device
   wd = str(tmp_path / "demo")
