@@ -25,7 +25,7 @@ from granite_jax.rl.loss import policy_loss, token_logprobs
 from granite_jax.sharding.jit import with_mesh
 from granite_jax.sharding.rules import rules_for
 from granite_jax.train.state import TrainState
-from granite_jax.train.step import batch_sharding
+from granite_jax.train.step import batch_sharding, split_micro
 
 ROW_FIELDS = ("tokens", "segment_ids", "positions", "mask", "old_logp", "ref_logp")
 # Metrics of `policy_loss` that are token means: combined over micro-batches weighted by tokens.
@@ -59,7 +59,7 @@ def rl_train_step(state: TrainState, batch, *, model: Granite, tx, schedule, los
   if grad_accum == 1:
     (loss, sums), grads = grad_fn(state.params, batch)
   else:
-    micro = jax.tree.map(lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:]), batch)
+    micro = jax.tree.map(lambda x: split_micro(x, grad_accum), batch)
 
     def body(carry, mb):
       (l, s), g = grad_fn(state.params, mb)

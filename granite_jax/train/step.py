@@ -68,12 +68,21 @@ def context_balanced(batch: Batch, n_shards: int) -> Batch:
   return {k: cp.apply(v, perm) for k, v in dict(batch, targets=targets_BT, weights=weights_BT).items()}
 
 
+def split_micro(x_B, grad_accum: int):
+  """[B, ...] -> [grad_accum, B // grad_accum, ...], micro-batch i = rows i, i + A, i + 2A, ...
+
+  Strided, not contiguous: the batch axis is sharded in contiguous blocks, so every device keeps
+  its own rows and the scanned axis is unsharded (a contiguous split would shard the scanned
+  axis, costing a reshuffle; XLA 0.12's verifier rejects the dynamic slice it makes at 8B RL)."""
+  return jnp.swapaxes(x_B.reshape(x_B.shape[0] // grad_accum, grad_accum, *x_B.shape[1:]), 0, 1)
+
+
 def _grads(params, batch: Batch, model: Granite, grad_accum: int, context_shards: int = 1):
   grad_fn = jax.value_and_grad(lambda p, b: loss_sums(p, b, model, context_shards), has_aux=True)
   if grad_accum == 1:
     (loss_sum, n), g = grad_fn(params, batch)
     return loss_sum, n, g
-  micro = jax.tree.map(lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:]), batch)
+  micro = jax.tree.map(lambda x: split_micro(x, grad_accum), batch)
 
   def body(carry, mb):
     loss_sum, n, g = carry
