@@ -90,12 +90,11 @@ def train_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
 
 
 def rl_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
-  import jax
   import jax.numpy as jnp
   from jax.sharding import NamedSharding, PartitionSpec as P
 
+  from granite_jax.infer.sampler import make_sampler
   from granite_jax.rl import step as rl_step
-  from granite_jax.infer.sampler import make_sampler, sample
   from granite_jax.sharding.rules import rules_for
   rl, sizes = c.rl, stages.mesh_sizes(c)
   tx, schedule = _optimizer(c)
@@ -120,22 +119,7 @@ def rl_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
   s_cfg = sampler_model(c, cfg)
   sampler = make_sampler(s_cfg, max_new_tokens=N, stop_ids=(1,), samples_per_prompt=G, pad_id=0, mesh=mesh,
                          param_shardings=shardings.params)
-  jitted = getattr(sampler, "jitted", None)
-  if jitted is None:  # same program as make_sampler's, re-jitted to get at .lower()
-    import functools
-
-    import flax.linen as nn
-    rules = rules_for(mesh)
-    fn = functools.partial(sample, cfg=s_cfg, max_new_tokens=N, stop_ids=(1,), samples_per_prompt=G, pad_id=0)
-    batch_axes = dict(rules)["act_batch"]
-    row, rows_, rep = (NamedSharding(mesh, P(batch_axes, None)), NamedSharding(mesh, P(batch_axes)),
-                       NamedSharding(mesh, P()))
-
-    def run(*args):
-      with nn.logical_axis_rules(rules):
-        return fn(*args)
-    jitted = jax.jit(run, in_shardings=(shardings.params, row, rows_, rep, rep, rep, rep),
-                     out_shardings=dict(tokens=row, logprobs=row, lengths=rows_))
+  jitted = sampler.jitted  # make_sampler's own program (sharding.jit.with_mesh keeps it), for .lower()
   batch_axes = dict(rules_for(mesh))["act_batch"]
   row, rows_, rep = (NamedSharding(mesh, P(batch_axes, None)), NamedSharding(mesh, P(batch_axes)),
                      NamedSharding(mesh, P()))
