@@ -23,7 +23,8 @@ from granite_jax.data.demo_stdlib import Item, stdlib_items
 from granite_jax.data.domains import DOMAINS, LONG_DOMAINS
 from granite_jax.data.records_io import write_arrayrecord
 
-VERSION = "demo_corpus_v3"  # v2: retrieval documents in lang_instruct; v3: copy documents in cc_hq
+# v2: retrieval documents in lang_instruct; v3: copy documents in cc_hq; v4: their spans are random words
+VERSION = "demo_corpus_v4"
 NUM_DOCS = {"train": 2000, "eval": 200}
 NUM_LONG_DOCS = {"train": 300, "eval": 30}  # books / code_repos: fewer, 3-8 KB each
 SPLITS = ("train", "eval")
@@ -53,14 +54,14 @@ def _cc(items: list[Item], rng: random.Random) -> str:
   return f"Posted by user{rng.randint(1, 9999)} | {rng.randint(0, 300)} comments\n\n{body}\n\nRead more | Share | Report"
 
 
-def _copy(sentences: list[str], rng: random.Random) -> str:
+def _copy(sentences: list[str], words: list[str], rng: random.Random) -> str:
   lo, hi = gen.COPY_CHARS
-  return gen.copy_doc(rng, sentences, int(lo * (hi / lo) ** rng.random()))
+  return gen.copy_doc(rng, sentences, int(lo * (hi / lo) ** rng.random()), words)
 
 
-def _cc_hq(items: list[Item], sentences: list[str], rng: random.Random) -> str:
+def _cc_hq(items: list[Item], sentences: list[str], words: list[str], rng: random.Random) -> str:
   if rng.random() < COPY_FRACTION:  # copy-rich text: in-context copying forms (LCE eval)
-    return _copy(sentences, rng)
+    return _copy(sentences, words, rng)
   it = rng.choice(items)
   return f"{_name(it)}\n\n{it.doc.strip()}"
 
@@ -148,7 +149,7 @@ def _code_repos(modules: list[Item], rng: random.Random) -> str:
 
 _BUILDERS: dict[str, Callable[[dict[str, list], random.Random], str]] = {
     "cc": lambda p, r: _cc(p["documented"], r),
-    "cc_hq": lambda p, r: _cc_hq(p["long_doc"], p["sentences"], r),
+    "cc_hq": lambda p, r: _cc_hq(p["long_doc"], p["sentences"], p["words"], r),
     "code": lambda p, r: _code(p["all"], r),
     "math": lambda p, r: gen.math_problem(r),
     "technical": lambda p, r: _technical(p["documented"], r),
@@ -168,7 +169,8 @@ def _pools(items: list[Item]) -> dict[str, list]:
   documented = [i for i in items if len(i.doc) >= 40]
   sentences = [s.strip() + "." for i in documented for s in re.split(r"\.\s+", i.doc) if len(s.strip()) > 20]
   return {"all": items, "documented": documented, "long_doc": [i for i in documented if len(i.doc) >= 200],
-          "modules": [i for i in items if i.kind == "module"], "sentences": sentences}
+          "modules": [i for i in items if i.kind == "module"], "sentences": sentences,
+          "words": sorted({w for s in sentences for w in s.split() if w.isalpha()})}
 
 
 def corpus_dir(cache_dir: str) -> str:

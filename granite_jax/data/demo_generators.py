@@ -181,21 +181,19 @@ def retrieval_doc(rng: random.Random, sentences: list[str], n_chars: int) -> str
 COPY_CHARS = (250, 6000)
 
 
-def copy_doc(rng: random.Random, sentences: list[str], n_chars: int) -> str:
-  """Real text in which 1-3 spans of 20-50 words recur, as names, identifiers and quotes do.
+def copy_doc(rng: random.Random, sentences: list[str], n_chars: int, words: list[str]) -> str:
+  """Real text in which 1-3 spans of 20-50 random words recur, as names, identifiers and quotes do.
 
-  Each span is consecutive words of other sentences, inserted at two sentence boundaries drawn
-  uniformly over the document, so the recurrence gap spreads over the whole document length:
-  the later copy is only predictable by attending back to the first (in-context copying).
+  A span is words drawn independently from `words` (the pool's vocabulary): nothing before it predicts
+  it (so it cannot be memorized across documents), only its first occurrence predicts the repeat.
+  Both copies go at sentence boundaries drawn uniformly over the document, so the recurrence gap
+  spreads over the whole document length: in-context copying is the only way to the repeat.
   """
   hay: list[str] = []
   while sum(map(len, hay)) < n_chars:
     hay.append(rng.choice(sentences))
   for _ in range(rng.randint(1, 3)):
-    words = " ".join(rng.sample(sentences, 8)).split()
-    n = rng.randint(20, 50)
-    i = rng.randrange(max(1, len(words) - n))
-    span = " ".join(words[i:i + n])
+    span = " ".join(rng.choice(words) for _ in range(rng.randint(20, 50)))
     a, b = sorted(rng.sample(range(len(hay) + 1), 2)) if len(hay) else (0, 0)
     hay.insert(b, span)  # the later slot first, so `a` still indexes the same boundary
     hay.insert(a, span)

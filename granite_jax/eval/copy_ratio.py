@@ -1,7 +1,8 @@
 """Long-range copy ratio: does the model copy a span it has already seen `distance` tokens back?
 
 Each document (token ids, held-out text) is: filler | span | filler | span | filler, where the span
-is 20-50 words of another held-out document (at most distance/2 tokens) and the second occurrence
+is 20-50 words drawn at random from the held-out vocabulary (at most distance/2 tokens: nothing
+before it predicts it, so only copying predicts the repeat) and the second occurrence
 starts exactly `distance` tokens after the first. The span's token ids are encoded once and placed twice, so both
 occurrences are the same token sequence. Reported: mean next-token loss on the span's tokens
 (all but its first token, which nothing announces) at the first occurrence and at the repeat, and
@@ -52,7 +53,7 @@ def make_docs(tok, texts: Sequence[str], distance: int, n_docs: int = 8, *, pref
               span_words: tuple[int, int] = SPAN_WORDS, seed: int = 0) -> CopyDocs:
   """`n_docs` rows of one common length with a span repeated `distance` tokens after its start."""
   sentences = _sentences(texts)
-  words = [w for t in texts for w in t.split() if w.isprintable()]
+  words = sorted({w for t in texts for w in t.split() if w.isalpha()})
   if not sentences or len(words) < span_words[1]:
     raise ValueError(f"copy eval: not enough held-out text ({len(sentences)} sentences, {len(words)} words)")
   rng = random.Random(seed)
@@ -60,9 +61,7 @@ def make_docs(tok, texts: Sequence[str], distance: int, n_docs: int = 8, *, pref
   max_tokens = distance // 2
   spans = []
   for _ in range(1000 * n_docs):
-    n = rng.randint(*span_words)
-    i = rng.randrange(len(words) - n)
-    ids = tok.encode(" " + " ".join(words[i:i + n])).ids
+    ids = tok.encode(" " + " ".join(rng.choice(words) for _ in range(rng.randint(*span_words)))).ids
     if len(ids) <= max_tokens:
       spans.append(ids)
       if len(spans) == n_docs:
