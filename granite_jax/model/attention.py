@@ -3,7 +3,9 @@
 With `cache_kv` (this layer's keys [B, K, S_max, H] and values [B, K, H, S_max],
 see granite_jax.model.cache) the new keys/values are written at `cache_index`
 and the queries attend over the whole cache; the call then returns
-`(out, (k, v))`.
+`(out, (k, v))`. A prefill (a static `cache_index` of 0: nothing is cached before
+the prompt) attends over the prompt's own keys with the training kernel instead:
+the same result, without [prompt, cache] scores (the RL rollout's largest buffer).
 """
 from __future__ import annotations
 
@@ -47,20 +49,26 @@ class Attention(nn.Module):
     elif c.position_embedding != "nope":
       raise ValueError(f"model.position_embedding={c.position_embedding!r} must be 'rope' or 'nope'")
     if cache_kv is not None:
-      return self._decode(q_BTNH, k_BTKH, v_BTKH, wo_NHD, segment_ids_BT, cache_kv,
+      return self._decode(q_BTNH, k_BTKH, v_BTKH, wo_NHD, segment_ids_BT, positions_BT, cache_kv,
                           kv_segment_ids_BS, cache_index)
-    # Blocked impls mask by position: context parallelism may permute the tokens.
-    blocked = c.attention_impl in BLOCKED_IMPLS
-    o_BTNH = attention(q_BTNH, k_BTKH, v_BTKH, scale=c.attn_scale,
-                       segment_ids_BT=segment_ids_BT, impl=c.attention_impl,
-                       positions_BT=positions_BT if blocked else None, block=c.attention_block)
-    o_BTNH = nn.with_logical_constraint(o_BTNH, ("act_batch", "act_length", "act_heads", None))
-    return dense(o_BTNH, wo_NHD, n_in=2)
+    return dense(self._attend(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT, positions_BT, c.attention_impl),
+                 wo_NHD, n_in=2)
 
-  def _decode(self, q_BTNH, k_BTKH, v_BTKH, wo_NHD, segment_ids_BT, cache_kv,
+  def _attend(self, q_BTNH, k_BTKH, v_BTKH, segment_ids_BT, positions_BT, impl):
+    c = self.cfg
+    # Blocked impls mask by position: context parallelism may permute the tokens.
+    blocked = impl in BLOCKED_IMPLS
+    o_BTNH = attention(q_BTNH, k_BTKH, v_BTKH, scale=c.attn_scale,
+                       segment_ids_BT=segment_ids_BT, impl=impl,
+                       positions_BT=positions_BT if blocked else None, block=c.attention_block)
+    return nn.with_logical_constraint(o_BTNH, ("act_batch", "act_length", "act_heads", None))
+
+  def _decode(self, q_BTNH, k_BTKH, v_BTKH, wo_NHD, segment_ids_BT, positions_BT, cache_kv,
               kv_segment_ids_BS, cache_index):
     c = self.cfg
     k_BKSH, v_BKHS = cache_kv
+    T = q_BTNH.shape[1]
+    prefill = isinstance(cache_index, int) and cache_index == 0 and T > 1
     # The cache keeps the layouts XLA's attention dots read (keys [B, K, S, H], values
     # [B, K, H, S]), so a decode step writes its T slots in place and copies no cache.
     k_BKSH = jax.lax.dynamic_update_slice(
@@ -70,6 +78,11 @@ class Attention(nn.Module):
     kv_axes = ("act_batch", "act_kv_heads", None, None)
     k_BKSH = nn.with_logical_constraint(k_BKSH, kv_axes)
     v_BKHS = nn.with_logical_constraint(v_BKHS, kv_axes)
+    if prefill:  # slots >= T are causally out of reach: the prompt's own keys are all there is
+      o_BTNH = self._attend(q_BTNH, k_BTKH.astype(k_BKSH.dtype).astype(q_BTNH.dtype),
+                            v_BTKH.astype(v_BKHS.dtype).astype(q_BTNH.dtype), segment_ids_BT,
+                            positions_BT, prefill_impl(c, T))
+      return jnp.einsum("btnh,nhd->btd", o_BTNH, wo_NHD), (k_BKSH, v_BKHS)
     mask_BTS = decode_mask(segment_ids_BT, kv_segment_ids_BS, cache_index)
     # cuDNN's flash kernel wants long blocks; a 1-token decode step uses XLA's lowering.
     impl = "jax" if c.attention_impl == "cudnn" else c.attention_impl
@@ -78,3 +91,14 @@ class Attention(nn.Module):
                        scale=c.attn_scale, mask_BTS=mask_BTS, impl=impl)
     o_BTNH = nn.with_logical_constraint(o_BTNH, ("act_batch", "act_length", "act_heads", None))
     return jnp.einsum("btnh,nhd->btd", o_BTNH, wo_NHD), (k_BKSH, v_BKHS)
+
+
+def prefill_impl(c: ModelConfig, T: int) -> str:
+  """The kernel a T-token prefill runs: the training kernel where it takes T tokens (the sampler
+  has no context axis: ring/allgather run blockwise), else XLA's dense [T, T] attention."""
+  impl = "blockwise" if c.attention_impl in ("ring", "allgather") else c.attention_impl
+  if impl == "cudnn" and T % 64:
+    return "jax"
+  if impl == "blockwise" and T > c.attention_block and T % c.attention_block:
+    return "jax"
+  return impl

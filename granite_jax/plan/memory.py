@@ -192,11 +192,15 @@ def sampler_memory(cfg: ModelConfig, mesh: Mapping[str, int], rows: int, prompt_
   kv = 2 * cfg.n_layers * b * (prompt_len + new_tokens - 1) * k_l * cfg.head_dim * ab
   prefill = LAYER_BUFFERS * b * prompt_len * (2 * cfg.d_model + 3 * cfg.d_ff / tp) * ab
   logits = LOGIT_BUFFERS * b * cfg.vocab_size / tp * 4
-  # Prefill attends over the whole cache; dense kernels ("xla"/"jax", what cuDNN runs on the cache
-  # path) hold f32 scores [b, heads, prompt, cache], masked, exponentiated and normalized.
-  cache_len = prompt_len + new_tokens - 1
-  attention = 0.0 if cfg.attention_impl in FLASH_IMPLS else \
-      PREFILL_SCORE_BUFFERS * b * cfg.n_heads / tp * prompt_len * cache_len * 4
+  # The prefill attends over the prompt only, with the training kernel (model/attention.py):
+  # flash kernels hold score tiles, dense ones f32 scores [b, heads, prompt, prompt], masked,
+  # exponentiated and normalized. A 1-token decode step's scores [b, heads, 1, cache] are small.
+  n_l = cfg.n_heads / tp
+  if cfg.attention_impl in FLASH_IMPLS:
+    blk = min(getattr(cfg, "attention_block", 512), prompt_len)
+    attention = FLASH_TILE_BUFFERS * b * n_l * blk * blk * 4 + 2 * b * n_l * prompt_len * 4
+  else:
+    attention = PREFILL_SCORE_BUFFERS * b * n_l * prompt_len * prompt_len * 4
   return Memory(params=p_dev * (pb + (ab if split_layers else 0)), opt_state=0.0, grads=0.0,
                 residuals=0.0, layer=layer_params / tp * ab + prefill, attention=attention, logits=logits,
                 kv_cache=kv)

@@ -36,12 +36,6 @@ def cpu_model(c: ConfigDict):
   return dataclasses.replace(cfg, attention_impl=CPU_IMPL.get(cfg.attention_impl, cfg.attention_impl))
 
 
-def sampler_model(c: ConfigDict, cfg):
-  """The network the rollout runs: the KV-cache path uses "jax" attention where the run has cuDNN."""
-  impl = stages.model(c).attention_impl
-  return dataclasses.replace(cfg, attention_impl="jax") if impl == "cudnn" else cfg
-
-
 def _abstract_state(cfg, mesh, tx):
   import jax
 
@@ -114,10 +108,9 @@ def rl_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
 
   params = state.params
   Pn, N, G = rl.prompts_per_step, rl.max_response_len, rl.samples_per_prompt
-  # Prefill and decode attend over the KV cache (model/attention.py `_decode`), where cuDNN runs
-  # XLA's dense attention ("jax"): the CPU compiles that same path, not the blockwise stand-in.
-  s_cfg = sampler_model(c, cfg)
-  sampler = make_sampler(s_cfg, max_new_tokens=N, stop_ids=(1,), samples_per_prompt=G, pad_id=0, mesh=mesh,
+  # The prefill runs the training kernel (the blockwise stand-in for cuDNN here); 1-token decode
+  # steps attend over the KV cache with XLA's dense attention, on GPU as here (model/attention.py).
+  sampler = make_sampler(cfg, max_new_tokens=N, stop_ids=(1,), samples_per_prompt=G, pad_id=0, mesh=mesh,
                          param_shardings=shardings.params)
   jitted = sampler.jitted  # make_sampler's own program (sharding.jit.with_mesh keeps it), for .lower()
   batch_axes = dict(rules_for(mesh))["act_batch"]
@@ -211,7 +204,7 @@ def estimates(c: ConfigDict) -> dict[str, mem_lib.Memory]:
     rl = c.rl
     return {"train": mem_lib.train_memory(dataclasses.replace(cfg, loss_chunk=0), sizes, B, T, acc,
                                           logit_buffers=mem_lib.RL_LOGIT_BUFFERS),
-            "rollout": mem_lib.sampler_memory(sampler_model(c, cfg), sizes,
+            "rollout": mem_lib.sampler_memory(cfg, sizes,
                                               rl.prompts_per_step * rl.samples_per_prompt,
                                               rl.max_prompt_len, rl.max_response_len),
             "logprobs": mem_lib.forward_memory(cfg, sizes, B, T)}

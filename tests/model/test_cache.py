@@ -78,3 +78,40 @@ def test_last_only(params):
 def test_cache_path_needs_initialized_params():
   with pytest.raises(ValueError, match="initialized parameters"):
     Granite(CFG).init(jax.random.PRNGKey(0), _tokens(), cache=init_cache(CFG, B, T), cache_index=0)
+
+
+@pytest.mark.parametrize("impl,block,T_", [("xla", 512, 12), ("jax", 512, 12), ("blockwise", 4, 12),
+                                           ("blockwise", 8, 12), ("allgather", 4, 8)])
+def test_prefill_runs_the_training_kernel_with_the_cache_paths_result(params, impl, block, T_):
+  """A static cache_index of 0 attends over the prompt's own keys (model/attention.py); a traced 0
+  takes the dense path over the whole cache. Left-padded rows: padding is segment 0, positions
+  start at each row's first real token. Logits and the written cache must agree."""
+  cfg = dataclasses.replace(CFG, attention_impl=impl, attention_block=block)
+  toks = jax.random.randint(jax.random.PRNGKey(2), (3, T_), 0, CFG.vocab_size)
+  pad = jnp.array([0, 3, T_ - 2])
+  slot = jnp.arange(T_)
+  seg = (slot[None] >= pad[:, None]).astype(jnp.int32)
+  pos = jnp.maximum(slot[None] - pad[:, None], 0)
+  model = Granite(cfg)
+  run = lambda i: model.apply({"params": params}, toks * seg, segment_ids=seg, positions=pos,
+                              cache=init_cache(cfg, 3, T_ + 5), cache_index=i)
+  (new, new_cache), (old, old_cache) = run(0), jax.jit(run)(jnp.int32(0))
+  real = np.asarray(seg, bool)  # padding rows' outputs are never read
+  np.testing.assert_allclose(np.asarray(new)[real], np.asarray(old)[real], atol=3e-5, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(new_cache), jax.tree.leaves(old_cache)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=3e-5, rtol=1e-5)
+  # And both match the plain forward of each row's real tokens alone.
+  for r in range(3):
+    n = T_ - int(pad[r])
+    alone = model.apply({"params": params}, toks[r:r + 1, T_ - n:])
+    np.testing.assert_allclose(np.asarray(new)[r, T_ - n:], np.asarray(alone)[0], atol=3e-5, rtol=1e-5)
+
+
+def test_prefill_kernel_choice():
+  from granite_jax.model.attention import prefill_impl
+  c = lambda impl, block=512: dataclasses.replace(CFG, attention_impl=impl, attention_block=block)
+  assert prefill_impl(c("cudnn"), 2048) == "cudnn" and prefill_impl(c("cudnn"), 2040) == "jax"
+  assert prefill_impl(c("blockwise", 256), 2048) == "blockwise" and prefill_impl(c("blockwise", 256), 200) == "blockwise"
+  assert prefill_impl(c("blockwise", 256), 1000) == "jax"
+  assert prefill_impl(c("ring", 256), 2048) == prefill_impl(c("allgather", 256), 512) == "blockwise"
+  assert prefill_impl(c("xla"), 2040) == "xla"
