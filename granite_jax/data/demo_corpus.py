@@ -23,14 +23,15 @@ from granite_jax.data.demo_stdlib import Item, stdlib_items
 from granite_jax.data.domains import DOMAINS, LONG_DOMAINS
 from granite_jax.data.records_io import write_arrayrecord
 
-# v2: retrieval documents in lang_instruct; v3: copy documents in cc_hq; v4: their spans are random words
-VERSION = "demo_corpus_v4"
+# v2: retrieval documents in lang_instruct; v3: copy documents in cc_hq; v4: their spans are random
+# words; v5: a span per ~400 characters, 80% of cc_hq
+VERSION = "demo_corpus_v5"
 NUM_DOCS = {"train": 2000, "eval": 200}
 NUM_LONG_DOCS = {"train": 300, "eval": 30}  # books / code_repos: fewer, 3-8 KB each
 SPLITS = ("train", "eval")
 # Fraction of cc_hq documents that are copy documents (demo_generators.copy_doc), and cc_hq's
 # document count: many distinct spans, so copying them cannot be replaced by memorizing them.
-COPY_FRACTION = 0.6
+COPY_FRACTION = 0.8
 NUM_CC_HQ_DOCS = {"train": 8000, "eval": 200}
 
 

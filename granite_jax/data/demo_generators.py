@@ -4,6 +4,7 @@ Each takes a `random.Random` so a fixed seed gives the same text everywhere.
 """
 from __future__ import annotations
 
+import math
 import random
 
 _NAMES = ["Maria", "Ken", "Aisha", "Luca", "Priya", "Tom", "Yuki", "Omar", "Lena", "Diego"]
@@ -178,23 +179,32 @@ def retrieval_doc(rng: random.Random, sentences: list[str], n_chars: int) -> str
 # Copy documents' length in characters, log-uniform (~2.7 characters per demo token): the gaps
 # between a span and its recurrence spread over the 256-token pretraining rows and, for the
 # longer ones, over the 1-2K-token LCE rows.
-COPY_CHARS = (250, 6000)
+COPY_CHARS = (150, 3000)
+# ~2.5 demo tokens per random word: a pair of 6-24-word spans and a gap fit one 256-token row
+# (20-50 words did not: only ~7% of those rows' tokens were repeats of something in the same row).
+COPY_SPAN_WORDS = (6, 24)
 
 
 def copy_doc(rng: random.Random, sentences: list[str], n_chars: int, words: list[str]) -> str:
-  """Real text in which 1-3 spans of 20-50 random words recur, as names, identifiers and quotes do.
+  """Real text in which spans of random words recur, as names, identifiers and quotes do.
 
   A span is words drawn independently from `words` (the pool's vocabulary): nothing before it predicts
   it (so it cannot be memorized across documents), only its first occurrence predicts the repeat.
-  Both copies go at sentence boundaries drawn uniformly over the document, so the recurrence gap
-  spreads over the whole document length: in-context copying is the only way to the repeat.
+  Both copies go at sentence boundaries, the gap log-uniform in sentences over the whole document,
+  so gaps of every scale occur (inside one 256-token pretraining row and across the LCE rows):
+  in-context copying is the only way to the repeat. One span per ~400 characters of text.
+  (v4: 1-3 spans at uniform positions: ~5% of the tokens of 256-token rows were repeats seen in
+  the same row, and copying had not formed after 2,500 tiny steps.)
   """
   hay: list[str] = []
   while sum(map(len, hay)) < n_chars:
     hay.append(rng.choice(sentences))
-  for _ in range(rng.randint(1, 3)):
-    span = " ".join(rng.choice(words) for _ in range(rng.randint(20, 50)))
-    a, b = sorted(rng.sample(range(len(hay) + 1), 2)) if len(hay) else (0, 0)
+  for _ in range(1 + n_chars // 250):
+    span = " ".join(rng.choice(words) for _ in range(rng.randint(*COPY_SPAN_WORDS)))
+    n = len(hay)
+    gap = min(int(math.exp(rng.uniform(0.0, math.log(n + 1)))), n) if n else 0
+    a = rng.randrange(n - gap + 1)
+    b = a + gap
     hay.insert(b, span)  # the later slot first, so `a` still indexes the same boundary
     hay.insert(a, span)
   return " ".join(hay)

@@ -22,8 +22,8 @@ MODEL = dict(n_layers=2, d_model=128, n_heads=4, n_kv_heads=2, head_dim=32, d_ff
 # Copy-rich pretraining and LCE mixtures: cc_hq holds the copy documents (data/demo_corpus.py);
 # keys are those of the stage config's own mixture (phase 2, phase 4), the rest set to 0.
 MIXTURES = {
-    "phase2": dict(cc_hq=70, math=15, code=15, synthetic=0, technical=0, multilingual=0, domain=0),
-    "lce_32k": dict(cc_hq=70, math=15, code=15, long_cot=0, code_instruct=0, lang_instruct=0),
+    "phase2": dict(cc_hq=80, math=10, code=10, synthetic=0, technical=0, multilingual=0, domain=0),
+    "lce_32k": dict(cc_hq=80, math=10, code=10, long_cot=0, code_instruct=0, lang_instruct=0),
 }
 SHORT, LONG = 256, 1024  # pretraining and LCE lengths (lce_32k tiny)
 # The demo starts SFT from the LCE output, so SFT and every later stage run the LCE network
@@ -54,7 +54,7 @@ def _quick_rl(n=8):
 
 STAGES = [
     Stage("pretrain", "phase2", mixture=True, metric="held-out loss; copy ratio inside 256 tokens",
-          args={"train.seq_len": SHORT, "train.global_batch": 16, "train.steps": 3000,
+          args={"train.seq_len": SHORT, "train.global_batch": 16, "train.steps": 3500,
                 "optim.schedule": "constant", "optim.peak_lr": 3e-3, "optim.warmup_steps": 20,
                 "train.eval_every": 500, "train.log_every": 100, "ckpt.every_steps": 250},
           quick_args={"train.steps": 3, "train.eval_every": 3, "train.eval_batches": 1, "ckpt.every_steps": 3}),
