@@ -20,8 +20,8 @@ Why these meshes:
 - Every other stage keeps the report's batch exactly, so it runs on 16 of the 18
   trays (64 GPUs, data=8 x fsdp=8; sbatch --segment=16): SFT is the report's own
   16 nodes x 4 GB200 with 256 sequences per step; RL 64 prompts x 16 samples = 1024
-  sequences, one per GPU per micro-batch (train.grad_accum = 1024 / 64); the reward
-  model 256 pairs. A layout that would change a stage's batch is refused with the
+  sequences, one per data rank per micro-batch (train.grad_accum = 1024 / 64; 30B adds
+  tensor=4, see PRESET_ICI); the reward model 256 pairs. A layout that would change a stage's batch is refused with the
   rack counts that keep it.
 - Long-context extension splits each sequence over `context` GPUs (configs/lce_32k.py
   REAL_CONTEXT) next to FSDP=8 on 64 GPUs per rack (30B at 512K: fsdp=2 x tensor=4, see
@@ -68,31 +68,21 @@ PRESET_ICI = {
     # cuts parameters, AdamW state and gradients 8x further.
     ("reward_model", "30b"): ((1, 64, 1), 1),
 }
+# 30B RL on data=8 x fsdp=8: the rollout needs XLA 268 GiB per GPU (its decode loop holds the
+# whole model gathered over fsdp, docs/planner.md). Tensor=4 inside a tray splits that 4 ways:
+# rollout 101, train 32, log-probs 101 GiB; 64 prompts over data x fsdp = 16 ranks (4 each), the
+# 1024 sequences in 64 micro-batches of one per rank. The recipe's batch is unchanged.
+RL_STAGES = ("rl_multidomain", "rlhf", "rl_identity", "rl_math")
+for _stage in RL_STAGES:
+  PRESET_ICI[(_stage, "30b")] = ((2, 8, 4), 1)  # grad_accum: set from the batch (apply)
 # Stages that do not fit on their layout as the recipe stands, and what to change. The dry run
 # (launch/run.py --dry_run) and docs/stages.md print this next to the memory that does not fit.
-_ROLLOUT = (
-    "the RL rollout (64 prompts x 16 samples in one sampler call, 16 rows per GPU) prefills the "
-    "2048-token prompts with XLA's dense attention over the whole KV cache (model/attention.py "
-    "`_decode`: cuDNN runs 'jax' there), f32 scores [16, heads, 2048, 8191] per GPU, ~4 such "
-    "buffers, beside the sampler's per-layer weight copy and the cache. ")
-_ROLLOUT_FIX = {  # 3B's rollout fits (XLA 148.7 GiB per GPU)
-    "8b": "Change: --config.rl.max_prompt_len=1024 --config.rl.max_response_len=7168 (the same 8192 "
-          "context; the rollout then needs 117 GiB per GPU, XLA), or prefill with the training "
-          "attention kernel (the cache is empty before the prompt; sampler change, not done).",
-    "30b": "A config change is not enough (XLA: 324 GiB; half the prompt saves ~64 GiB of scores): "
-           "prefill with the "
-           "training attention kernel and shard the sampler's weight copy (sampler change, not done), "
-           "or roll out in several sampler calls of fewer prompts each.",
-}
-RL_STAGES = ("rl_multidomain", "rlhf", "rl_identity", "rl_math")
-DOES_NOT_FIT: dict = {(stage, size): _ROLLOUT + fix
-                      for stage in RL_STAGES for size, fix in _ROLLOUT_FIX.items()}
-DOES_NOT_FIT[("lce_512k", "30b")] = (
+DOES_NOT_FIT = {("lce_512k", "30b"): (
     "30B at 512K needs ~166 GiB per GPU with data=1 x fsdp=8 x context=8 (XLA, docs/planner.md) and "
     "174 GiB with fsdp=2 x tensor=4 x context=8 in 4 micro-batches (this layout), of ~165 usable: "
     "the chunked loss gathers the whole 512K sequence's f32 hidden states on every GPU (~28 GiB). "
     "Change: chunk the loss over each context shard's own positions (train/loss.py, not done), or "
-    "end 30B's long-context extension at 128K (configs/lce_128k.py:30b) as 3B does.")
+    "end 30B's long-context extension at 128K (configs/lce_128k.py:30b) as 3B does.")}
 
 
 def stage_kind(c) -> str:

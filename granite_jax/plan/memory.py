@@ -71,13 +71,19 @@ CP_HIDDEN_BUFFERS = 3.25
 LAYER_BUFFERS = 0.5      # one layer's rematerialized activations beyond the above
 SCORE_BUFFERS = 1.0      # f32 scores of xla attention (softmax fused into them)
 FLASH_TILE_BUFFERS = 4.0  # f32 block x block tiles per query block in flight
-# Read off one compile each (8B RL rollout and log-probs on 64 GPUs, docs/stages.md): rough.
-PREFILL_SCORE_BUFFERS = 4.0  # 8B rollout prefill: XLA 165.5 GiB, 4.3 score-sized buffers
+# Read off the compiles in docs/stages.md (RL rollout and log-probs on 64 GPUs): rough.
+PREFILL_SCORE_BUFFERS = 4.0  # a dense prefill's f32 [b, heads, prompt, prompt] scores
+# The rollout's decode loop reads loop-invariant weights: XLA hoists every layer's FSDP
+# all-gather out of it, so the whole model sits gathered over fsdp on every GPU, as stored (f32)
+# plus two compute-dtype copies: 3B / 8B / 30B rollouts (XLA 41.4 / 88.9 / 101.3 GiB) hold
+# 4.0 / 3.8 / 4.3 bf16 copies of parameters / tensor beyond the other terms.
+SAMPLER_GATHERED_BYTES = 8.0  # per parameter, divided by tensor
 FORWARD_LOGIT_BUFFERS = 1.0
 # The RL step's loss (rl/loss.py: tempered log-softmax, entropy, ratios) over one micro-batch's
-# full [b, t, vocab] logits: XLA 71.3 / 85.8 / 137.6 GiB for 3B / 8B / 30B RL on 64 GPUs
-# (docs/stages.md) need ~18 / 17 / 13 such buffers; 16 puts all three within 11%.
-RL_LOGIT_BUFFERS = 16.0  # forward-only log-probs: 8B RL at 16 x 8192 tokens/GPU, XLA 55.4 GiB
+# full [b, t, vocab] logits (one sequence per data rank since micro-batches are strided,
+# train/step.py split_micro): XLA 26.3 / 41.2 GiB for 3B / 8B on data=8 x fsdp=8, 32.4 for 30B
+# on data=2 x fsdp=8 x tensor=4 (docs/stages.md).
+RL_LOGIT_BUFFERS = 3.5
 
 
 def dtype_bytes(name: str) -> int:
@@ -201,7 +207,8 @@ def sampler_memory(cfg: ModelConfig, mesh: Mapping[str, int], rows: int, prompt_
     attention = FLASH_TILE_BUFFERS * b * n_l * blk * blk * 4 + 2 * b * n_l * prompt_len * 4
   else:
     attention = PREFILL_SCORE_BUFFERS * b * n_l * prompt_len * prompt_len * 4
-  return Memory(params=p_dev * (pb + (ab if split_layers else 0)), opt_state=0.0, grads=0.0,
+  gathered = SAMPLER_GATHERED_BYTES * sum(math.prod(s) for s, _ in param_leaves(cfg)) / tp
+  return Memory(params=p_dev * (pb + (ab if split_layers else 0)) + gathered, opt_state=0.0, grads=0.0,
                 residuals=0.0, layer=layer_params / tp * ab + prefill, attention=attention, logits=logits,
                 kv_cache=kv)
 
