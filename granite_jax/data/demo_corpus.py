@@ -24,14 +24,14 @@ from granite_jax.data.domains import DOMAINS, LONG_DOMAINS
 from granite_jax.data.records_io import write_arrayrecord
 
 # v2: retrieval documents in lang_instruct; v3: copy documents in cc_hq; v4: their spans are random
-# words; v5: a span per ~400 characters, 80% of cc_hq
-VERSION = "demo_corpus_v5"
+# words; v5/v6: denser in repeats inside one 256-token row, 90% of cc_hq
+VERSION = "demo_corpus_v6"
 NUM_DOCS = {"train": 2000, "eval": 200}
 NUM_LONG_DOCS = {"train": 300, "eval": 30}  # books / code_repos: fewer, 3-8 KB each
 SPLITS = ("train", "eval")
 # Fraction of cc_hq documents that are copy documents (demo_generators.copy_doc), and cc_hq's
 # document count: many distinct spans, so copying them cannot be replaced by memorizing them.
-COPY_FRACTION = 0.8
+COPY_FRACTION = 0.9
 NUM_CC_HQ_DOCS = {"train": 8000, "eval": 200}
 
 

@@ -176,35 +176,43 @@ def retrieval_doc(rng: random.Random, sentences: list[str], n_chars: int) -> str
   return " ".join(hay) + "\n" + tail
 
 
-# Copy documents' length in characters, log-uniform (~2.7 characters per demo token): the gaps
-# between a span and its recurrence spread over the 256-token pretraining rows and, for the
-# longer ones, over the 1-2K-token LCE rows.
+# Copy documents' length in characters of real text, log-uniform (~2.7 characters per demo token):
+# the short ones fit one 256-token pretraining row, the long ones span the 1-2K-token LCE rows.
 COPY_CHARS = (150, 3000)
-# ~2.5 demo tokens per random word: a pair of 6-24-word spans and a gap fit one 256-token row
-# (20-50 words did not: only ~7% of those rows' tokens were repeats of something in the same row).
-COPY_SPAN_WORDS = (6, 24)
+# ~2.5 demo tokens per random word: a block's pair of spans and its text fit one 256-token row.
+COPY_SPAN_WORDS = (5, 16)
+COPY_BLOCK_CHARS = 250
 
 
 def copy_doc(rng: random.Random, sentences: list[str], n_chars: int, words: list[str]) -> str:
   """Real text in which spans of random words recur, as names, identifiers and quotes do.
 
-  A span is words drawn independently from `words` (the pool's vocabulary): nothing before it predicts
-  it (so it cannot be memorized across documents), only its first occurrence predicts the repeat.
-  Both copies go at sentence boundaries, the gap log-uniform in sentences over the whole document,
-  so gaps of every scale occur (inside one 256-token pretraining row and across the LCE rows):
-  in-context copying is the only way to the repeat. One span per ~400 characters of text.
-  (v4: 1-3 spans at uniform positions: ~5% of the tokens of 256-token rows were repeats seen in
+  A span is words drawn independently from `words` (the pool's vocabulary): nothing before it
+  predicts it (so it cannot be memorized across documents), only its first occurrence predicts
+  the repeat. The text is cut in blocks of ~COPY_BLOCK_CHARS; each block gets two spans, each
+  recurring, at its sentence boundaries (gaps inside one pretraining row, which is where
+  copying forms), and every second block one span recurring in a later block (gaps up to the
+  document's length, for the LCE rows). Repeats seen in the same 256-token row are ~1/4 of the tokens. (v4: 1-3 spans of 20-50
+  words at uniform positions: ~5% of the tokens of 256-token rows were repeats of something in
   the same row, and copying had not formed after 2,500 tiny steps.)
   """
-  hay: list[str] = []
-  while sum(map(len, hay)) < n_chars:
-    hay.append(rng.choice(sentences))
-  for _ in range(1 + n_chars // 250):
-    span = " ".join(rng.choice(words) for _ in range(rng.randint(*COPY_SPAN_WORDS)))
-    n = len(hay)
-    gap = min(int(math.exp(rng.uniform(0.0, math.log(n + 1)))), n) if n else 0
-    a = rng.randrange(n - gap + 1)
-    b = a + gap
-    hay.insert(b, span)  # the later slot first, so `a` still indexes the same boundary
-    hay.insert(a, span)
-  return " ".join(hay)
+  span = lambda: " ".join(rng.choice(words) for _ in range(rng.randint(*COPY_SPAN_WORDS)))
+  blocks: list[list[str]] = []
+  total = 0
+  while total < n_chars or not blocks:
+    block: list[str] = []
+    while sum(map(len, block)) < COPY_BLOCK_CHARS and total < n_chars:
+      block.append(rng.choice(sentences))
+      total += len(block[-1])
+    for _ in range(2):
+      a, b = sorted(rng.sample(range(len(block) + 1), 2)) if block else (0, 0)
+      s = span()
+      block.insert(b, s)  # the later slot first, so `a` still indexes the same boundary
+      block.insert(a, s)
+    blocks.append(block)
+  for _ in range(len(blocks) // 2):  # long-range recurrences, across blocks
+    i, j = sorted(rng.sample(range(len(blocks)), 2))
+    s = span()
+    blocks[j].insert(rng.randrange(len(blocks[j]) + 1), s)
+    blocks[i].insert(rng.randrange(len(blocks[i]) + 1), s)
+  return " ".join(x for block in blocks for x in block)
