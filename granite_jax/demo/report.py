@@ -13,25 +13,101 @@ def _num(x) -> str:
   return "n/a" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
 
 
+def _commit() -> str:
+  import subprocess
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  try:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                          check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
 def machine() -> dict:
   return dict(platform=platform.platform(), python=platform.python_version(), cpus=os.cpu_count(),
               processor=platform.processor() or platform.machine())
 
 
+def _d(r: dict, *keys):
+  x = r.get("details", {})
+  for k in keys:
+    x = x.get(k) if isinstance(x, dict) else None
+  return x
+
+
+def targets(records: list[dict]) -> list[dict]:
+  """Issue 15's bar for each stage that has one: dict(stage, target, got, met)."""
+  by = {r["name"]: r for r in records}
+  out = []
+
+  def add(stage, target, got, met):
+    out.append(dict(stage=stage, target=target, got=got, met=bool(met)))
+
+  if "pretrain" in by:
+    inside = _d(by["pretrain"], "copy_inside")
+    if inside is not None:
+      add("pretrain", "copy ratio inside the pretraining length <= 0.5", f"{inside:.3f}", inside <= 0.5)
+  if "lce" in by:
+    b, a = _d(by["lce"], "before") or {}, _d(by["lce"], "after") or {}
+    if b.get("copy_past") is not None and a.get("copy_past") is not None:
+      add("lce", "copy ratio past the pretraining length, before LCE >= 0.9", f"{b['copy_past']:.3f}",
+          b["copy_past"] >= 0.9)
+      add("lce", "... after LCE + merge <= 0.6 and >= 0.3 below before",
+          f"{a['copy_past']:.3f} ({a['copy_past'] - b['copy_past']:+.3f})",
+          a["copy_past"] <= 0.6 and b["copy_past"] - a["copy_past"] >= 0.3)
+    if b.get("short_loss") and a.get("short_loss"):
+      rel = a["short_loss"] / b["short_loss"] - 1
+      add("lce", "held-out loss at the short length within 2% after the merge",
+          f"{b['short_loss']:.3f} -> {a['short_loss']:.3f} ({100 * rel:+.1f}%)", rel <= 0.02)
+    if b.get("niah_copy_long") is not None and a.get("niah_copy_long") is not None:
+      short = b.get("niah_copy_short") or 0.0  # the bar applies where the short-length NIAH is above 0.3
+      add("lce", f"NIAH (copy format) at the LCE length rises (short-length NIAH {short:.2f}: "
+          f"{'applies' if short > 0.3 else 'n/a, <= 0.3'})", f"{b['niah_copy_long']:.2f} -> {a['niah_copy_long']:.2f}",
+          short <= 0.3 or a["niah_copy_long"] > b["niah_copy_long"])
+  if "sft" in by and by["sft"]["before"] is not None:
+    r = by["sft"]
+    add("sft", "held-out answer accuracy rises clearly (+10 points)", f"{r['before']:.2f} -> {r['after']:.2f}",
+        r["after"] - r["before"] >= 0.10)
+  for name, gain, unit in (("rl_multidomain", 0.20, "accuracy"), ("rl_math", 0.20, "accuracy"),
+                           ("rl_identity", 0.30, "reward")):
+    if name in by:
+      r = by[name]
+      add(name, f"held-out {unit} +{gain:.2f}", f"{r['before']:.2f} -> {r['after']:.2f}",
+          r["after"] - r["before"] >= gain - 1e-9)
+  if "rlhf" in by:
+    r = by["rlhf"]
+    kl = _d(r, "max_kl")
+    add("rlhf", "reward-model score rises, KL to the reference bounded (< 1)",
+        f"{r['before']:.3f} -> {r['after']:.3f}, max KL {kl if kl is None else round(kl, 4)}",
+        r["after"] > r["before"] and kl is not None and kl < 1.0)
+  return out
+
+
+def targets_table(records: list[dict]) -> list[str]:
+  rows = targets(records)
+  if not rows:
+    return []
+  return (["| stage | target | got | met |", "|---|---|---|---|"] +
+          [f"| {t['stage']} | {t['target']} | {t['got']} | {'yes' if t['met'] else '**no**'} |" for t in rows])
+
+
 def write(workdir: str, records: list[dict], quick: bool) -> dict:
   """Writes the three outputs for the stages in `records` (done ones); returns the report."""
   report = dict(created=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), machine=machine(),
-                quick=quick, total_wall_s=sum(r.get("wall_s", 0.0) for r in records), stages=records)
+                commit=_commit(), quick=quick,
+                total_wall_s=sum(r.get("wall_s", 0.0) + r.get("measure_s", 0.0) for r in records),
+                stages=records, targets=targets(records))
   with open(os.path.join(workdir, "report.json"), "w") as f:
     json.dump(report, f, indent=1)
   plots = _plots(workdir, records)
   lines = [f"# Tiny demo pipeline report{' (--quick)' if quick else ''}", "",
-           f"{report['created']}; {report['machine']['cpus']} CPUs, {report['machine']['platform']}; "
-           f"total {report['total_wall_s'] / 60:.1f} min.", "",
-           "| stage | target metric | before | after | wall time | command |", "|---|---|---|---|---|---|"]
+           f"{report['created']}, commit {report['commit']}; {report['machine']['cpus']} CPUs, "
+           f"{report['machine']['platform']}; total {report['total_wall_s'] / 60:.1f} min (runs and measurements).", "",
+           "| stage | target metric | before | after | run | measure | command |", "|---|---|---|---|---|---|---|"]
   for r in records:
     lines.append(f"| {r['name']} | {r['metric']} | {_num(r['before'])} | {_num(r['after'])} | "
-                 f"{r.get('wall_s', 0) / 60:.1f} min | `{r['command_short']}` |")
+                 f"{r.get('wall_s', 0) / 60:.1f} min | {r.get('measure_s', 0) / 60:.1f} min | `{r['command_short']}` |")
+  lines += ["", "Targets (issue 15):", ""] + targets_table(records)
   lines += ["", "Details per stage (report.json has them all):", ""]
   for r in records:
     lines.append(f"- **{r['name']}**: " + json.dumps(r.get("details", {}), default=str)[:600])

@@ -93,3 +93,21 @@ def test_quick_pipeline_runs_every_stage_and_resumes(tmp_path, monkeypatch):
   mtime = os.path.getmtime(st.done_path(wd, "rl_math"))
   rep2 = demo_main.main(["--workdir", wd, "--quick"])  # everything done: nothing reruns
   assert os.path.getmtime(st.done_path(wd, "rl_math")) == mtime and len(rep2["stages"]) == 8
+
+
+def test_targets_follow_the_issue_bars():
+  from granite_jax.demo.report import targets
+  rec = lambda name, b, a, **details: dict(name=name, before=b, after=a, details=details)
+  good = [rec("pretrain", 5.0, 4.0, copy_inside=0.3),
+          rec("lce", 1.2, 0.5, before=dict(copy_past=1.2, short_loss=4.0, niah_copy_short=0.5, niah_copy_long=0.1),
+              after=dict(copy_past=0.5, short_loss=4.05, niah_copy_short=0.5, niah_copy_long=0.4)),
+          rec("sft", 0.1, 0.5), rec("rl_multidomain", 0.3, 0.5), rec("rl_math", 0.2, 0.41),
+          rec("rl_identity", 0.1, 0.4), rec("rlhf", 1.0, 1.5, max_kl=0.2)]
+  got = targets(good)
+  assert len(got) == 10 and all(t["met"] for t in got), [t for t in got if not t["met"]]
+  bad = [rec("pretrain", 5.0, 4.0, copy_inside=0.7),
+         rec("lce", 0.8, 0.6, before=dict(copy_past=0.8, short_loss=4.0, niah_copy_short=0.5, niah_copy_long=0.3),
+             after=dict(copy_past=0.6, short_loss=4.2, niah_copy_short=0.5, niah_copy_long=0.3)),
+         rec("sft", 0.1, 0.15), rec("rl_multidomain", 0.3, 0.45), rec("rl_math", 0.2, 0.2),
+         rec("rl_identity", 0.1, 0.3), rec("rlhf", 1.0, 1.5, max_kl=3.0)]
+  assert not any(t["met"] for t in targets(bad)), [t for t in targets(bad) if t["met"]]
