@@ -33,7 +33,7 @@ def run_stage(stage, workdir: str, quick: bool, log=print) -> dict:
   m = measure.measure(stage, workdir, quick, log)
   short = " ".join(c for c in cmd[1:] if not c.startswith("--config.model.") and not c.startswith("--config.data.mixture."))
   record = dict(name=stage.name, command=" ".join(cmd), command_short=short, wall_s=wall,
-                measure_s=time.time() - t1, **m)
+                measure_s=time.time() - t1, commit=report.commit(), **m)
   save_done(workdir, stage.name, record)
   log(f"   {stage.name}: {m['metric']}: {m['before']} -> {m['after']} ({wall / 60:.1f} min)")
   return record
@@ -45,6 +45,8 @@ def main(argv=None) -> dict:
   p.add_argument("--quick", action="store_true", help="2-3 steps per stage: checks the orchestration only")
   p.add_argument("--stages", default="", help=f"comma-separated subset of {','.join(NAMES)} (default all)")
   p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+  p.add_argument("--publish", default="", metavar="README",
+                 help="after the run: copy the report and plots to docs/demo/ and write its tables into README")
   a = p.parse_args(argv)
   wanted = [s for s in a.stages.split(",") if s] or NAMES
   unknown = [s for s in wanted if s not in NAMES]
@@ -69,7 +71,11 @@ def main(argv=None) -> dict:
     records.append(done)
     report.write(workdir, records, a.quick)  # after every stage: a partial run has a partial report
   print(f"report: {os.path.join(workdir, 'report.md')}", flush=True)
-  return report.write(workdir, records, a.quick)
+  out = report.write(workdir, records, a.quick)
+  if a.publish:
+    report.publish(workdir, a.publish, os.path.join(os.path.dirname(os.path.abspath(a.publish)), "docs", "demo"))
+    print(f"published: {a.publish}, docs/demo/", flush=True)
+  return out
 
 
 if __name__ == "__main__":

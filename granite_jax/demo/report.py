@@ -13,7 +13,7 @@ def _num(x) -> str:
   return "n/a" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
 
 
-def _commit() -> str:
+def commit() -> str:
   import subprocess
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   try:
@@ -94,7 +94,7 @@ def targets_table(records: list[dict]) -> list[str]:
 def write(workdir: str, records: list[dict], quick: bool) -> dict:
   """Writes the three outputs for the stages in `records` (done ones); returns the report."""
   report = dict(created=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), machine=machine(),
-                commit=_commit(), quick=quick,
+                commit=commit(), quick=quick,
                 total_wall_s=sum(r.get("wall_s", 0.0) + r.get("measure_s", 0.0) for r in records),
                 stages=records, targets=targets(records))
   with open(os.path.join(workdir, "report.json"), "w") as f:
@@ -145,3 +145,41 @@ def _plots(workdir: str, records: list[dict]) -> list[str]:
     plt.close(fig)
     paths.append(path)
   return paths
+
+
+START, END = "<!-- demo-report:start -->", "<!-- demo-report:end -->"
+
+
+def publish(workdir: str, readme: str, docs_dir: str) -> None:
+  """Copies report.md/json and the plots to `docs_dir` and writes the report's tables into
+  `readme` between the START/END markers (so the README's figures are those of one run)."""
+  import shutil
+  with open(os.path.join(workdir, "report.json")) as f:
+    report = json.load(f)
+  os.makedirs(docs_dir, exist_ok=True)
+  for name in ("report.md", "report.json"):
+    shutil.copy(os.path.join(workdir, name), os.path.join(docs_dir, name))
+  plots = os.path.join(workdir, "plots")
+  if os.path.isdir(plots):
+    shutil.copytree(plots, os.path.join(docs_dir, "plots"), dirs_exist_ok=True)
+  rel = os.path.relpath(docs_dir, os.path.dirname(os.path.abspath(readme)))
+  m = report["machine"]
+  ran = sorted({r.get("commit") or "?" for r in report["stages"]})
+  lines = [START, "",
+           f"Measured by `python -m granite_jax.demo --workdir runs/demo` (stages run at commit {', '.join(ran)}) "
+           f"({report['created']}; {m['cpus']} CPU cores, {m['processor']}, Python {m['python']}): "
+           f"**{report['total_wall_s'] / 60:.0f} min** in all. Full report: [{rel}/report.md]({rel}/report.md); "
+           f"plots: [{rel}/plots/]({rel}/plots/) (before/after: [{rel}/plots/before_after.png]({rel}/plots/before_after.png)).", "",
+           "| stage | target metric | before | after | run | measure |", "|---|---|---|---|---|---|"]
+  for r in report["stages"]:
+    lines.append(f"| {r['name']} | {r['metric']} | {_num(r['before'])} | {_num(r['after'])} | "
+                 f"{r.get('wall_s', 0) / 60:.1f} min | {r.get('measure_s', 0) / 60:.1f} min |")
+  lines += ["", "The issue's bar for each stage, from the same run:", ""] + targets_table(report["stages"]) + ["", END]
+  with open(readme) as f:
+    text = f.read()
+  if START not in text or END not in text:
+    raise ValueError(f"{readme}: no {START} ... {END} markers to write the demo report between")
+  head, rest = text.split(START, 1)
+  tail = rest.split(END, 1)[1]
+  with open(readme, "w") as f:
+    f.write(head + "\n".join(lines) + tail)

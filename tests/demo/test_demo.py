@@ -111,3 +111,25 @@ def test_targets_follow_the_issue_bars():
          rec("sft", 0.1, 0.15), rec("rl_multidomain", 0.3, 0.45), rec("rl_math", 0.2, 0.2),
          rec("rl_identity", 0.1, 0.3), rec("rlhf", 1.0, 1.5, max_kl=3.0)]
   assert not any(t["met"] for t in targets(bad)), [t for t in targets(bad) if t["met"]]
+
+
+def test_publish_writes_the_reports_tables_between_the_markers(tmp_path):
+  from granite_jax.demo import report
+  wd = tmp_path / "run"
+  (wd / "plots").mkdir(parents=True)
+  (wd / "plots" / "before_after.png").write_bytes(b"png")
+  recs = [dict(name="rl_math", metric="held-out greedy accuracy", before=0.25, after=0.5, wall_s=60.0,
+               measure_s=6.0, command_short="x", details={})]
+  report.write(str(wd), recs, quick=False)
+  readme = tmp_path / "README.md"
+  readme.write_text(f"intro\n{report.START}\nold figures\n{report.END}\noutro\n")
+  report.publish(str(wd), str(readme), str(tmp_path / "docs" / "demo"))
+  text = readme.read_text()
+  assert text.startswith("intro\n") and text.endswith("outro\n") and "old figures" not in text
+  assert "| rl_math | held-out greedy accuracy | 0.250 | 0.500 | 1.0 min | 0.1 min |" in text
+  assert "| rl_math | held-out accuracy +0.20 | 0.25 -> 0.50 | yes |" in text
+  assert (tmp_path / "docs" / "demo" / "plots" / "before_after.png").exists()
+  assert (tmp_path / "docs" / "demo" / "report.json").exists()
+  readme.write_text("no markers\n")
+  with pytest.raises(ValueError, match="markers"):
+    report.publish(str(wd), str(readme), str(tmp_path / "docs" / "demo"))
