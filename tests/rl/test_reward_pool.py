@@ -103,7 +103,9 @@ def test_hang_oom_abort_score_minimum_and_scoring_goes_on(scorer):
   r, m = scorer.score(["p"] * 6, responses, [None] * 6, ["nasty"] * 6)
   took = time.perf_counter() - t
   np.testing.assert_array_equal(r, [1, -1, -1, -1, -1, 1])
-  assert m["reward_failures/nasty"] == 4 and m["reward_timeouts"] == 1 and m["reward_crashes"] == 1
+  # The hang times out and the abort crashes; the allocation fails at the memory limit, or on a
+  # heavily loaded machine may reach the time limit first (seen once with the suite at nice 19).
+  assert m["reward_failures/nasty"] == 4 and m["reward_timeouts"] in (1, 2) and m["reward_crashes"] == 1
   assert took < 2 * TIMEOUT_S + 10  # two workers: the hang costs one limit, not forever
   assert scorer.pool.restarts - restarts >= 2  # the hung and the aborted worker were replaced
   r, m = scorer.score(["p"] * 3, ["yes", "\\boxed{9**9**9**9}", "\\boxed{10^{10^{10}}}"],
