@@ -60,3 +60,14 @@ def run_main(prog: str, main: Callable[[list[str]], int | None], argv: Sequence[
       raise
     fail(prog, e)
   return 1  # not reached
+
+
+def git_commit() -> str:
+  """The checkout's short commit, for reports that say what code produced them ('unknown' outside git)."""
+  import subprocess
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                          check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"

@@ -192,9 +192,8 @@ def copy_doc(rng: random.Random, sentences: list[str], n_chars: int, words: list
   the repeat. The text is cut in blocks of ~COPY_BLOCK_CHARS; each block gets two spans, each
   recurring, at its sentence boundaries (gaps inside one pretraining row, which is where
   copying forms), and every second block one span recurring in a later block (gaps up to the
-  document's length, for the LCE rows). Repeats seen in the same 256-token row are ~1/4 of the tokens. (v4: 1-3 spans of 20-50
-  words at uniform positions: ~5% of the tokens of 256-token rows were repeats of something in
-  the same row, and copying had not formed after 2,500 tiny steps.)
+  document's length, for the LCE rows). ~16% of a 256-token row's tokens repeat something earlier
+  in the row (v4, 1-3 spans of 20-50 words at uniform positions: ~5%).
   """
   span = lambda: " ".join(rng.choice(words) for _ in range(rng.randint(*COPY_SPAN_WORDS)))
   blocks: list[list[str]] = []

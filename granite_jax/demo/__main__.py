@@ -14,6 +14,7 @@ import os
 import subprocess
 import time
 
+from granite_jax.cli import git_commit
 from granite_jax.demo import measure, report
 from granite_jax.demo.stages import NAMES, STAGES, command, load_done, save_done
 
@@ -33,7 +34,7 @@ def run_stage(stage, workdir: str, quick: bool, log=print) -> dict:
   m = measure.measure(stage, workdir, quick, log)
   short = " ".join(c for c in cmd[1:] if not c.startswith("--config.model.") and not c.startswith("--config.data.mixture."))
   record = dict(name=stage.name, command=" ".join(cmd), command_short=short, wall_s=wall,
-                measure_s=time.time() - t1, commit=report.commit(), **m)
+                measure_s=time.time() - t1, commit=git_commit(), **m)
   save_done(workdir, stage.name, record)
   log(f"   {stage.name}: {m['metric']}: {m['before']} -> {m['after']} ({wall / 60:.1f} min)")
   return record

@@ -7,20 +7,11 @@ import platform
 import time
 
 from granite_jax import plot as plot_lib
+from granite_jax.cli import git_commit
 
 
 def _num(x) -> str:
   return "n/a" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
-
-
-def commit() -> str:
-  import subprocess
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  try:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                          check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
 
 
 def machine() -> dict:
@@ -94,7 +85,7 @@ def targets_table(records: list[dict]) -> list[str]:
 def write(workdir: str, records: list[dict], quick: bool) -> dict:
   """Writes the three outputs for the stages in `records` (done ones); returns the report."""
   report = dict(created=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), machine=machine(),
-                commit=commit(), quick=quick,
+                commit=git_commit(), quick=quick,
                 total_wall_s=sum(r.get("wall_s", 0.0) + r.get("measure_s", 0.0) for r in records),
                 stages=records, targets=targets(records))
   with open(os.path.join(workdir, "report.json"), "w") as f:
