@@ -92,13 +92,13 @@ def read_jsonl(path: str) -> list[dict]:
   return out
 
 
-def encode_tasks(tok, records: list[dict], max_prompt_len: int) -> tuple[list[dict], int]:
-  """-> (tasks, number dropped for exceeding rl.max_prompt_len)."""
-  tasks, dropped = [], 0
+def encode_tasks(tok, records: list[dict], max_prompt_len: int) -> tuple[list[dict], dict[str, int]]:
+  """-> (tasks, {domain: prompts left out for exceeding rl.max_prompt_len})."""
+  tasks, dropped = [], {}
   for r in records:
     ids, _ = encode_chat(tok, r["messages"], r.get("tools"), r.get("documents"), add_generation_prompt=True)
     if len(ids) > max_prompt_len:
-      dropped += 1
+      dropped[r["domain"]] = dropped.get(r["domain"], 0) + 1
       continue
     tasks.append(dict(prompt_ids=ids.tolist(), prompt=tok.decode(ids.tolist(), skip_special_tokens=False),
                       domain=r["domain"], reference=r["reference"], record=r.get("record")))
@@ -113,7 +113,13 @@ def load_tasks(rl, tok, split: str, n_demo: int, seed: int = 0) -> list[dict]:
   if not records:
     raise ValueError(f"{field}={path!r}: no records (empty file)")
   tasks, dropped = encode_tasks(tok, records, rl.max_prompt_len)
+  n_dropped = sum(dropped.values())
   if not tasks:
     raise ValueError(f"{field}={path!r}: no prompt fits rl.max_prompt_len={rl.max_prompt_len} "
-                     f"({dropped} too long)")
+                     f"({n_dropped} too long)")
+  if n_dropped:  # never silent: a whole domain can vanish this way
+    where = path or f"demo set {rl.demo_tasks!r}"
+    per = ", ".join(f"{d} {n}" for d, n in sorted(dropped.items()))
+    print(f"granite_jax: {field} ({where}): {n_dropped} of {len(records)} prompts are longer than "
+          f"rl.max_prompt_len={rl.max_prompt_len} and left out ({per})", flush=True)
   return tasks

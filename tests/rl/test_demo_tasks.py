@@ -66,3 +66,22 @@ def test_compare_answers_are_one_of_the_two_numbers():
     q = s["messages"][0]["content"]
     a, b = (int(x) for x in q.rstrip("?").split(", ")[1].split(" or "))
     assert int(s["answer"]) == (max(a, b) if "larger" in q else min(a, b)) and a != b
+
+
+def test_prompts_over_max_prompt_len_are_reported_by_domain(capsys, demo_cache_dir):
+  """A prompt longer than rl.max_prompt_len is left out, never silently: the tool-call prompts
+  (~345 tokens: the tool list is in the system turn) at 96 are named with their count."""
+  from ml_collections import ConfigDict
+  from granite_jax.data.tokenizer import get_tokenizer
+  from granite_jax.rl.tasks import load_tasks
+  tok = get_tokenizer(ConfigDict(dict(tokenizer="", cache_dir=demo_cache_dir)))
+  recs = demo_records("multidomain", 40, "train", seed=0)
+  n_tool = sum(r["domain"] == "tool_call" for r in recs)
+  assert n_tool
+  rl = ConfigDict(dict(prompts="", eval_prompts="", demo_tasks="multidomain", max_prompt_len=96))
+  tasks = load_tasks(rl, tok, "train", n_demo=40, seed=0)
+  assert len(tasks) == 40 - n_tool and all(t["domain"] != "tool_call" for t in tasks)
+  out = capsys.readouterr().out
+  assert f"{n_tool} of 40 prompts are longer than rl.max_prompt_len=96" in out and f"tool_call {n_tool}" in out
+  assert len(load_tasks(ConfigDict(dict(rl, max_prompt_len=512)), tok, "train", n_demo=40, seed=0)) == 40
+  assert "longer than" not in capsys.readouterr().out
