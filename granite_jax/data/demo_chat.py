@@ -7,7 +7,9 @@ Three kinds of conversation, each with an answer format a program can check:
   either number, half the time), so RL has signal;
 - tool calling: a weather/calculator tool list with JSON schemas; the
   assistant answers with one `<tool_call>` whose arguments fit the schema;
-- instruction following: "Reply with the word X in capital letters." (several phrasings) -> "X".
+- instruction following: "Reply with the word X in capital letters." (several phrasings) -> "X";
+  the training file also holds lower-case and quoted-word instructions answered right only half
+  the time (`instruction_mixed`), for rl_multidomain to improve on (held-out: `instruction_style`).
 Held-out prompts never occur in training: held-out operand pairs (every operand is seen in
 training, in other pairs), cities, add-tool operand pairs, and (word, phrasing) pairs (every word
 is seen upper-cased in training, with other phrasings). The training file also holds identity and
@@ -37,6 +39,13 @@ CITIES = ["Paris", "Tokyo", "Lima", "Oslo", "Cairo", "Delhi", "Quito", "Seoul", 
 
 PHRASINGS = ["Reply with the word {w} in capital letters.", "Write {w} in upper case.",
              "Answer only with the word {w}, capitalized.", "Say {w} in capitals."]
+LOWER_PHRASINGS = ["Reply with the word {w} in small letters.", "Write {w} in lower case.",
+                   "Answer only with the word {w}, not capitalized.", "Say {w} in lowercase."]
+QUOTE_PHRASINGS = ["Reply with the word {w} in double quotes.", "Write {w} inside quotation marks.",
+                   "Answer only with the word {w}, quoted.", "Say {w} in quotes."]
+# style -> (phrasings, the reply that follows the instruction)
+STYLES = {"upper": (PHRASINGS, str.upper), "lower": (LOWER_PHRASINGS, str.lower),
+          "quote": (QUOTE_PHRASINGS, lambda w: f'"{w}"')}
 IDENTITY_TRAIN = ["Who are you?", "What is your name?", "Which model are you?"]
 IDENTITY_EVAL = ["Who made you?", "Introduce yourself.", "What should I call you?"]
 
@@ -86,16 +95,36 @@ def tool_call(rng: random.Random, split: str) -> dict:
                        {"role": "assistant", "content": "", "tool_calls": [call]}]}
 
 
-def instruction(rng: random.Random, split: str) -> dict:
+def _instruction(rng: random.Random, split: str, style: str, reply=None) -> dict:
+  phrasings = STYLES[style][0]
   while True:
-    i, j = rng.randrange(len(WORDS)), rng.randrange(len(PHRASINGS))
+    i, j = rng.randrange(len(WORDS)), rng.randrange(len(phrasings))
     if _held_out(i, j) == (split == "eval"):
       break
   w = WORDS[i]
-  return {"kind": "instruction", "answer": w.upper(),
+  answer = STYLES[style][1](w)
+  return {"kind": "instruction", "style": style, "answer": answer,
           "messages": [{"role": "system", "content": "Follow the instruction exactly."},
-                       {"role": "user", "content": PHRASINGS[j].format(w=w)},
-                       {"role": "assistant", "content": w.upper()}]}
+                       {"role": "user", "content": phrasings[j].format(w=w)},
+                       {"role": "assistant", "content": answer if reply is None else reply(w)}]}
+
+
+def instruction(rng: random.Random, split: str) -> dict:
+  return _instruction(rng, split, "upper")
+
+
+def instruction_style(rng: random.Random, split: str) -> dict:
+  """A lower-case or quoted-word instruction (the RL multidomain demo set; its answer as in STYLES)."""
+  return _instruction(rng, split, rng.choice(["lower", "quote"]))
+
+
+def instruction_mixed(rng: random.Random) -> dict:
+  """Training only: a lower-case / quoted-word instruction answered right half the time and with
+  the upper-case word otherwise (as `identity_sample`): the SFT model follows these part of the
+  time, which gives RL (rl_multidomain) something to push on."""
+  style = rng.choice(["lower", "quote"])
+  wrong = rng.random() < 0.5
+  return _instruction(rng, "train", style, reply=str.upper if wrong else None)
 
 
 def identity_sample(rng: random.Random) -> dict:
@@ -118,18 +147,23 @@ def generate(n: int, split: str, seed: int = 0) -> list[dict]:
   return [dict(id=f"{split}-{i}", **rng.choice(MAKERS)(rng, split)) for i in range(n)]
 
 
-def training_file_samples(n: int, seed: int = 0, identity_fraction: float = 0.1) -> list[dict]:
-  """`generate`'s train samples plus identity conversations (not in the held-out file)."""
+def training_file_samples(n: int, seed: int = 0, identity_fraction: float = 0.1,
+                          mixed_fraction: float = 0.1) -> list[dict]:
+  """`generate`'s train samples plus identity conversations and lower-case / quoted-word
+  instructions with mixed answers (neither in the held-out file)."""
   rng = random.Random(f"{seed}-identity")
   out = generate(n, "train", seed)
   for i in range(int(n * identity_fraction)):
     out.insert(rng.randrange(len(out) + 1), dict(id=f"identity-{i}", **identity_sample(rng)))
+  rng = random.Random(f"{seed}-mixed")
+  for i in range(int(n * mixed_fraction)):
+    out.insert(rng.randrange(len(out) + 1), dict(id=f"mixed-{i}", **instruction_mixed(rng)))
   return out
 
 
 def ensure_demo_sft(cache_dir: str, n_train: int = 4000, n_eval: int = 200) -> dict[str, str]:
   """Writes train.jsonl / eval.jsonl once (atomically); returns their paths."""
-  root = os.path.join(os.path.expanduser(cache_dir), "demo_sft_v2")
+  root = os.path.join(os.path.expanduser(cache_dir), "demo_sft_v3")
   os.makedirs(root, exist_ok=True)
   out = {}
   for split, n in (("train", n_train), ("eval", n_eval)):
@@ -163,5 +197,5 @@ def check(kind: str, reply: str, answer: str) -> tuple[bool, bool]:
       return False, False
     ok = isinstance(call, dict) and call.get("name") in {t["name"] for t in TOOLS}
     return ok, ok and json.dumps(call, sort_keys=True) == answer
-  ok = bool(re.fullmatch(r"[A-Z]+", reply))
+  ok = bool(re.fullmatch(r'[A-Za-z]+|"[A-Za-z]+"', reply))  # one word, as the instruction asks
   return ok, ok and reply == answer

@@ -6,7 +6,8 @@ A task is dict(prompt_ids, prompt, domain, reference): the chat-rendered prompt
 JSONL records: {"prompt": str} or {"messages": [...]}, "domain", "reference",
 optional "tools" / "documents" (rendered into the system turn).
 Demo sets (`rl.prompts=""`; `rl.demo_tasks` picks which), from data/demo_chat.py:
-  multidomain  arithmetic -> math (final number), tool calls -> tool_call, instruction -> instruction_following
+  multidomain  arithmetic -> math (final number), tool calls -> tool_call, lower-case / quoted-word
+               instructions -> instruction_following (tool prompts need rl.max_prompt_len >= ~350)
   math         arithmetic only: small sums and "which number is larger/smaller" (data/demo_chat.py)
   chat         the multidomain prompts, scored by the reward model (domain chat)
   identity     "Who are you?" -> identity (names Granite); unanswerable questions -> calibration
@@ -24,6 +25,10 @@ from granite_jax.data.chat_template import encode_chat
 from granite_jax.rl.rewards.tool_call import tool_call_reward  # noqa: F401 - the demo tool reward
 
 DEMO_SETS = ("multidomain", "math", "chat", "identity")
+# The upper-case instruction is left out of multidomain: SFT follows it every time, and a group
+# whose samples all score the same has zero advantage (no gradient). The lower-case / quoted-word
+# ones it follows about half the time (demo_chat.instruction_mixed).
+MULTIDOMAIN_MAKERS = (demo_chat.arithmetic, demo_chat.compare, demo_chat.tool_call, demo_chat.instruction_style)
 IDENTITY_PROMPTS = demo_chat.IDENTITY_TRAIN + demo_chat.IDENTITY_EVAL  # train / held-out phrasings
 OTHER_NAMES = ["ChatGPT", "Claude", "Llama", "Gemini"]
 PEOPLE = ["Mara Quist", "Tobin Vale", "Ilse Varga", "Odo Brandt", "Nell Ashby", "Per Lund"]
@@ -39,7 +44,8 @@ def _demo_task(s: dict, which: str) -> dict:
     return dict(messages=s["messages"][:-1], domain="math", reference=s["answer"])
   if kind == "tool":
     return dict(messages=s["messages"][:-1], tools=s["tools"], domain="tool_call", reference=s["answer"])
-  ref = [{"type": "uppercase"}, {"type": "keywords", "words": [s["answer"]]},
+  style = {"upper": "uppercase", "lower": "lowercase", "quote": "quotation"}[s.get("style", "upper")]
+  ref = [{"type": style}, {"type": "keywords", "words": [s["answer"].strip('"')]},
          {"type": "word_count", "max": 1}]
   return dict(messages=s["messages"][:-1], domain="instruction_following", reference=ref)
 
@@ -69,6 +75,9 @@ def demo_records(which: str, n: int, split: str, seed: int = 0) -> list[dict]:
     rng = random.Random(f"{seed}-math-{split}")
     makers = (demo_chat.arithmetic, demo_chat.compare)
     return [_demo_task(rng.choice(makers)(rng, split), which) for _ in range(n)]
+  if which == "multidomain":
+    rng = random.Random(f"{seed}-multidomain-{split}")
+    return [_demo_task(rng.choice(MULTIDOMAIN_MAKERS)(rng, split), which) for _ in range(n)]
   return [_demo_task(s, which) for s in demo_chat.generate(n, split, seed=seed)]
 
 

@@ -28,11 +28,18 @@ def test_sft_held_out_file_is_disjoint_and_has_no_identity():
   assert {s["kind"] for s in held} == {"arithmetic", "tool", "instruction"}
   kinds = [s["kind"] for s in demo_data.training_file_samples(3000)]
   assert 0.05 < kinds.count("identity") / len(kinds) < 0.15
+  # Lower-case / quoted-word instructions: training only, followed in about half the replies.
+  assert {s.get("style") for s in held if s["kind"] == "instruction"} == {"upper"}
+  mixed = [s for s in demo_data.training_file_samples(3000) if s.get("style") in ("lower", "quote")]
+  right = [s["messages"][-1]["content"] == s["answer"] for s in mixed]
+  assert 0.05 < len(mixed) / 3300 < 0.15 and 0.35 < sum(right) / len(right) < 0.65
+  assert all(r or s["messages"][-1]["content"] == s["answer"].strip('"').upper() for r, s in zip(right, mixed))
 
 
 def test_references_are_graded_by_the_real_rewards():
   rewards = make_rewards()
   rewards["tool_call"] = type(rewards["math"])("tool_call", tool_call_reward)
+  styles = set()
   for which in ("multidomain", "math"):
     for r in demo_records(which, 200, "eval", seed=3):
       prompt, ref = r["messages"][-1]["content"], r["reference"]
@@ -40,14 +47,19 @@ def test_references_are_graded_by_the_real_rewards():
         assert score(rewards, "math", prompt, f"The answer is {ref}.", ref) == 1.0
         assert score(rewards, "math", prompt, f"The answer is {int(ref) + 1}.", ref) == 0.0
       elif r["domain"] == "instruction_following":
-        word = ref[1]["words"][0]
-        assert score(rewards, "instruction_following", prompt, word.upper(), ref) == 1.0
-        assert score(rewards, "instruction_following", prompt, word.lower(), ref) < 1.0
+        word, style = ref[1]["words"][0], ref[0]["type"]
+        styles.add(style)
+        right = {"uppercase": word.upper(), "lowercase": word.lower(), "quotation": f'"{word}"'}[style]
+        assert score(rewards, "instruction_following", prompt, right, ref) == 1.0
+        for wrong in (word.upper(), word.lower(), f"{right} {right}"):  # SFT's wrong half says it upper-case
+          if wrong != right:
+            assert score(rewards, "instruction_following", prompt, wrong, ref) < 1.0, (prompt, wrong)
       else:
         call = json.loads(ref)
         good = f"<tool_call>{json.dumps(call)}</tool_call>"
         assert score(rewards, "tool_call", prompt, good, ref) == 1.0
         assert score(rewards, "tool_call", prompt, "I cannot check that.", ref) == 0.0
+  assert styles == {"lowercase", "quotation"}  # multidomain: the instructions SFT follows half the time
   ident = demo_records("identity", 100, "eval", seed=3)
   for r in ident:
     if r["domain"] == "identity":
