@@ -43,9 +43,10 @@ LOWER_PHRASINGS = ["Reply with the word {w} in small letters.", "Write {w} in lo
                    "Answer only with the word {w}, not capitalized.", "Say {w} in lowercase."]
 QUOTE_PHRASINGS = ["Reply with the word {w} in double quotes.", "Write {w} inside quotation marks.",
                    "Answer only with the word {w}, quoted.", "Say {w} in quotes."]
-# style -> (phrasings, the reply that follows the instruction)
-STYLES = {"upper": (PHRASINGS, str.upper), "lower": (LOWER_PHRASINGS, str.lower),
-          "quote": (QUOTE_PHRASINGS, lambda w: f'"{w}"')}
+# style -> (phrasings, the reply that follows the instruction, its instruction_following check)
+STYLES = {"upper": (PHRASINGS, str.upper, "uppercase"), "lower": (LOWER_PHRASINGS, str.lower, "lowercase"),
+          "quote": (QUOTE_PHRASINGS, lambda w: f'"{w}"', "quotation")}
+MIXED_STYLES = ("lower", "quote")  # in the SFT file with mixed answers; the RL multidomain ones
 IDENTITY_TRAIN = ["Who are you?", "What is your name?", "Which model are you?"]
 IDENTITY_EVAL = ["Who made you?", "Introduce yourself.", "What should I call you?"]
 
@@ -96,13 +97,13 @@ def tool_call(rng: random.Random, split: str) -> dict:
 
 
 def _instruction(rng: random.Random, split: str, style: str, reply=None) -> dict:
-  phrasings = STYLES[style][0]
+  phrasings, follow, _ = STYLES[style]
   while True:
     i, j = rng.randrange(len(WORDS)), rng.randrange(len(phrasings))
     if _held_out(i, j) == (split == "eval"):
       break
   w = WORDS[i]
-  answer = STYLES[style][1](w)
+  answer = follow(w)
   return {"kind": "instruction", "style": style, "answer": answer,
           "messages": [{"role": "system", "content": "Follow the instruction exactly."},
                        {"role": "user", "content": phrasings[j].format(w=w)},
@@ -115,14 +116,14 @@ def instruction(rng: random.Random, split: str) -> dict:
 
 def instruction_style(rng: random.Random, split: str) -> dict:
   """A lower-case or quoted-word instruction (the RL multidomain demo set; its answer as in STYLES)."""
-  return _instruction(rng, split, rng.choice(["lower", "quote"]))
+  return _instruction(rng, split, rng.choice(MIXED_STYLES))
 
 
 def instruction_mixed(rng: random.Random) -> dict:
   """Training only: a lower-case / quoted-word instruction answered right half the time and with
   the upper-case word otherwise (as `identity_sample`): the SFT model follows these part of the
   time, which gives RL (rl_multidomain) something to push on."""
-  style = rng.choice(["lower", "quote"])
+  style = rng.choice(MIXED_STYLES)
   wrong = rng.random() < 0.5
   return _instruction(rng, "train", style, reply=str.upper if wrong else None)
 

@@ -44,8 +44,7 @@ def _demo_task(s: dict, which: str) -> dict:
     return dict(messages=s["messages"][:-1], domain="math", reference=s["answer"])
   if kind == "tool":
     return dict(messages=s["messages"][:-1], tools=s["tools"], domain="tool_call", reference=s["answer"])
-  style = {"upper": "uppercase", "lower": "lowercase", "quote": "quotation"}[s.get("style", "upper")]
-  ref = [{"type": style}, {"type": "keywords", "words": [s["answer"].strip('"')]},
+  ref = [{"type": demo_chat.STYLES[s.get("style", "upper")][2]}, {"type": "keywords", "words": [s["answer"].strip('"')]},
          {"type": "word_count", "max": 1}]
   return dict(messages=s["messages"][:-1], domain="instruction_following", reference=ref)
 
