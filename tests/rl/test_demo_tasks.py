@@ -1,11 +1,13 @@
 """Demo RL/SFT tasks: held-out prompts never occur in training, and the real reward functions
 grade the reference answer 1 and the typical wrong answers 0."""
+import collections
 import json
+import re
 
 import pytest
 
 from granite_jax.rl.rewards import make_rewards, score
-from granite_jax.rl.tasks import DEMO_SETS, demo_records, tool_call_reward
+from granite_jax.rl.tasks import DEMO_SETS, IDENTITY_SHARE, demo_records, tool_call_reward
 from granite_jax.data import demo_chat as demo_data
 
 
@@ -28,11 +30,12 @@ def test_sft_held_out_file_is_disjoint_and_has_no_identity():
   assert {s["kind"] for s in held} == {"arithmetic", "tool", "instruction"}
   kinds = [s["kind"] for s in demo_data.training_file_samples(3000)]
   assert 0.05 < kinds.count("identity") / len(kinds) < 0.15
-  # Lower-case / quoted-word instructions: training only, followed in about half the replies.
+  # Lower-case / quoted-word instructions: training only, followed in MIXED_RIGHT of the replies.
   assert {s.get("style") for s in held if s["kind"] == "instruction"} == {"upper"}
   mixed = [s for s in demo_data.training_file_samples(3000) if s.get("style") in ("lower", "quote")]
   right = [s["messages"][-1]["content"] == s["answer"] for s in mixed]
-  assert 0.05 < len(mixed) / 3300 < 0.15 and 0.35 < sum(right) / len(right) < 0.65
+  assert 0.05 < len(mixed) / 3300 < 0.15
+  assert abs(sum(right) / len(right) - demo_data.MIXED_RIGHT) < 0.1
   assert all(r or s["messages"][-1]["content"] == s["answer"].strip('"').upper() for r, s in zip(right, mixed))
 
 
@@ -68,6 +71,16 @@ def test_references_are_graded_by_the_real_rewards():
     elif not r["reference"]["answerable"]:
       assert score(rewards, "calibration", "", "I don't know.", r["reference"]) == 1.0
       assert score(rewards, "calibration", "", "It is 555 0199.", r["reference"]) == 0.0
+    else:  # answerable: the right number scores, abstaining or the other number does not
+      ref, prompt = r["reference"], r["messages"][-1]["content"]
+      other = [n for n in re.findall(r"\d+", prompt) if n != str(ref["answer"])]
+      assert score(rewards, "calibration", "", f"The answer is {ref['answer']}.", ref) == 1.0
+      assert score(rewards, "calibration", "", "I don't know.", ref) == 0.0
+      assert score(rewards, "calibration", "", f"The answer is {other[0]}.", ref) == 0.0
+  shares = collections.Counter(r["domain"] if r["domain"] == "identity" else r["reference"]["answerable"]
+                               for r in demo_records("identity", 2000, "train", seed=0))
+  assert abs(shares["identity"] / 2000 - IDENTITY_SHARE) < 0.03
+  assert abs(shares[True] - shares[False]) / 2000 < 0.05  # answerable and unanswerable, evenly
 
 
 def test_compare_answers_are_one_of_the_two_numbers():
