@@ -47,6 +47,10 @@ QUOTE_PHRASINGS = ["Reply with the word {w} in double quotes.", "Write {w} insid
 STYLES = {"upper": (PHRASINGS, str.upper, "uppercase"), "lower": (LOWER_PHRASINGS, str.lower, "lowercase"),
           "quote": (QUOTE_PHRASINGS, lambda w: f'"{w}"', "quotation")}
 MIXED_STYLES = ("lower", "quote")  # in the SFT file with mixed answers; the RL multidomain ones
+# How often the SFT file answers those right (else upper-cased). Held-out instruction reward of
+# greedy replies, measured: at 1/2, 0.73 after SFT and 0.96 after rl_multidomain's 120 steps; at
+# 1/3, 0.67 and only 0.83 (fewer right samples in each GRPO group).
+MIXED_RIGHT = 1 / 2
 IDENTITY_TRAIN = ["Who are you?", "What is your name?", "Which model are you?"]
 IDENTITY_EVAL = ["Who made you?", "Introduce yourself.", "What should I call you?"]
 
@@ -120,11 +124,11 @@ def instruction_style(rng: random.Random, split: str) -> dict:
 
 
 def instruction_mixed(rng: random.Random) -> dict:
-  """Training only: a lower-case / quoted-word instruction answered right half the time and with
-  the upper-case word otherwise (as `identity_sample`): the SFT model follows these part of the
-  time, which gives RL (rl_multidomain) something to push on."""
+  """Training only: a lower-case / quoted-word instruction answered right MIXED_RIGHT of the time
+  and with the upper-case word otherwise (as `identity_sample`): the SFT model follows these part
+  of the time, which gives RL (rl_multidomain) something to push on."""
   style = rng.choice(MIXED_STYLES)
-  wrong = rng.random() < 0.5
+  wrong = rng.random() < 1 - MIXED_RIGHT
   return _instruction(rng, "train", style, reply=str.upper if wrong else None)
 
 
