@@ -1,0 +1,88 @@
+"""When does in-context copying (an induction circuit) form in the demo model? (issue 15)
+
+Trains the demo pipeline's model (granite_jax/demo/stages.py MODEL: 2 layers, d 128) from scratch
+with AdamW (LR 3e-3 constant after 20 warm-up steps, b2 0.95, weight decay 0.1, clip 1) on rows of
+uniformly random tokens in which one span of T/8..T/4 tokens recurs at a random later gap: only
+copying predicts the repeat. Prints, every --every steps, the held-out loss on the repeat's tokens
+over the loss on the other tokens (1: no copying; ~0: copied), with the tokens seen, so formation
+time can be mapped against batch x context (Aoyama et al. 2025, arXiv 2511.16893, fit ~10^5.7 x
+sqrt(batch x context) tokens). A measurement, not a test: nothing is asserted.
+
+  python -m bench.bench_copy_formation --batch 4 --seq-len 64 --steps 40000 --every 2000
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bench.common import print_table, write_json
+from granite_jax.demo.stages import MODEL
+from granite_jax.model.config import preset
+from granite_jax.model.decoder import Granite
+from granite_jax.model.params import init_params
+
+
+def copy_rows(rng: np.random.Generator, n: int, T: int, alphabet: int):
+  """int tokens [n, T] and bool [n, T]: True where the token repeats the span (past its first)."""
+  x_BT = rng.integers(8, 8 + alphabet, (n, T))
+  rep_BT = np.zeros((n, T), bool)
+  for b in range(n):
+    L = rng.integers(T // 8, T // 4 + 1)
+    s = rng.integers(0, T - 2 * L + 1)
+    d = rng.integers(L, T - s - L + 1)
+    x_BT[b, s + d:s + d + L] = x_BT[b, s:s + L]
+    rep_BT[b, s + d + 1:s + d + L] = True  # the repeat's first token is not predictable
+  return x_BT, rep_BT
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--batch", type=int, default=16)
+  p.add_argument("--seq-len", type=int, default=256)
+  p.add_argument("--alphabet", type=int, default=4088, help="distinct tokens in a row (of the 4,096)")
+  p.add_argument("--steps", type=int, default=3000)
+  p.add_argument("--every", type=int, default=250)
+  p.add_argument("--lr", type=float, default=3e-3)
+  a = p.parse_args(argv)
+  cfg = preset("tiny", **MODEL)
+  model = Granite(cfg)
+  tx = optax.chain(optax.clip_by_global_norm(1.0),
+                   optax.adamw(optax.linear_schedule(0.0, a.lr, 20), b1=0.9, b2=0.95, weight_decay=0.1))
+  params = init_params(cfg, jax.random.PRNGKey(0))
+  opt_state = tx.init(params)
+
+  def losses(params, x_BT, rep_BT):
+    logp_BTV = jax.nn.log_softmax(model.apply({"params": params}, x_BT[:, :-1]))
+    nll_BT = -jnp.take_along_axis(logp_BTV, x_BT[:, 1:, None], -1)[..., 0]
+    rep = rep_BT[:, 1:]
+    return nll_BT.mean(), (jnp.sum(nll_BT * rep) / rep.sum(), jnp.sum(nll_BT * ~rep) / (~rep).sum())
+
+  @jax.jit
+  def step(params, opt_state, x_BT, rep_BT):
+    g = jax.grad(lambda p: losses(p, x_BT, rep_BT)[0])(params)
+    updates, opt_state = tx.update(g, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  held = jax.jit(lambda p, x, r: losses(p, x, r)[1])
+  ex_BT, erep_BT = copy_rows(np.random.default_rng(1), 64, a.seq_len, a.alphabet)
+  rng, rows, t0 = np.random.default_rng(0), [], time.time()
+  for i in range(a.steps + 1):
+    if i % a.every == 0:
+      rep, other = map(float, held(params, ex_BT, erep_BT))
+      rows.append(dict(step=i, tokens=i * a.batch * a.seq_len, repeat_loss=rep, other_loss=other,
+                       ratio=rep / other, seconds=time.time() - t0))
+      print(rows[-1], flush=True)
+    x_BT, rep_BT = copy_rows(rng, a.batch, a.seq_len, a.alphabet)
+    params, opt_state = step(params, opt_state, x_BT, rep_BT)
+  print_table(f"copy formation: batch {a.batch} x {a.seq_len}, alphabet {a.alphabet}", rows,
+              ["step", "tokens", "repeat_loss", "other_loss", "ratio", "seconds"])
+  write_json(f"copy_formation_b{a.batch}_t{a.seq_len}", dict(args=vars(a), rows=rows))
+
+
+if __name__ == "__main__":
+  main()
