@@ -1,7 +1,8 @@
 """When does in-context copying (an induction circuit) form in the demo model? (issue 15)
 
 Trains the demo pipeline's model (granite_jax/demo/stages.py MODEL: 2 layers, d 128) from scratch
-with AdamW (LR 3e-3 constant after 20 warm-up steps, b2 0.95, weight decay 0.1, clip 1) on rows of
+with the project's optimizer as the demo pretraining sets it (LR 3e-3 constant after 20 warm-up
+steps, granite_jax.optim.make_optimizer: clip, AdamW, its weight-decay mask) on rows of
 uniformly random tokens in which one span of T/8..T/4 tokens recurs at a random later gap: only
 copying predicts the repeat. Prints, every --every steps, the held-out loss on the repeat's tokens
 over the loss on the other tokens (1: no copying; ~0: copied), with the tokens seen, so formation
@@ -25,6 +26,7 @@ from granite_jax.demo.stages import MODEL
 from granite_jax.model.config import preset
 from granite_jax.model.decoder import Granite
 from granite_jax.model.params import init_params
+from granite_jax.optim import default_optim_config, make_optimizer
 
 
 def copy_rows(rng: np.random.Generator, n: int, T: int, alphabet: int):
@@ -51,8 +53,9 @@ def main(argv=None) -> None:
   a = p.parse_args(argv)
   cfg = preset("tiny", **MODEL)
   model = Granite(cfg)
-  tx = optax.chain(optax.clip_by_global_norm(1.0),
-                   optax.adamw(optax.linear_schedule(0.0, a.lr, 20), b1=0.9, b2=0.95, weight_decay=0.1))
+  optim = default_optim_config()
+  optim.schedule, optim.peak_lr, optim.warmup_steps = "constant", a.lr, 20  # as the demo's pretrain stage
+  tx, _ = make_optimizer(optim, total_steps=a.steps, tokens_per_step=a.batch * a.seq_len)
   params = init_params(cfg, jax.random.PRNGKey(0))
   opt_state = tx.init(params)
 
