@@ -3,8 +3,11 @@
 Three kinds of conversation, each with an answer format a program can check:
 - arithmetic: "What is 7 + 15?" -> "The answer is 22." (operands 0-20), and comparisons
   "Which number is larger, 37 or 58?" -> "The answer is 58." (same kind and format; `task`
-  tells them apart): a small model solves these part of the time (a comparison by copying
-  either number, half the time), so RL has signal;
+  tells them apart). The training file also holds "which number is smaller" and "which number
+  is even" questions answered right only half the time, else with the other number
+  (`math_mixed`): the SFT model gives either number, and RL (smaller: rl_multidomain, even:
+  rl_math) has a verifiable answer to push toward. (Sums it gets right ~6% of the time and
+  RL did not move them: too rare a reward for a 2-layer model to climb from.)
 - tool calling: a weather/calculator tool list with JSON schemas; the
   assistant answers with one `<tool_call>` whose arguments fit the schema;
 - instruction following: "Reply with the word X in capital letters." (several phrasings) -> "X";
@@ -78,13 +81,28 @@ def arithmetic(rng: random.Random, split: str) -> dict:
   return _answer(f"What is {a} + {b}?", a + b, task="sum")
 
 
-def compare(rng: random.Random, split: str) -> dict:
+def _two_numbers(rng: random.Random, split: str, differ=lambda a, b: a != b) -> tuple[int, int]:
   a, b = _pair(rng, split, 10, 99)
-  while a == b:
+  while not differ(a, b):
     a, b = _pair(rng, split, 10, 99)
-  if rng.random() < 0.5:
-    return _answer(f"Which number is larger, {a} or {b}?", max(a, b), task="larger")
+  return a, b
+
+
+def compare(rng: random.Random, split: str) -> dict:
+  a, b = _two_numbers(rng, split)
+  return _answer(f"Which number is larger, {a} or {b}?", max(a, b), task="larger")
+
+
+def smaller(rng: random.Random, split: str) -> dict:
+  """Held out and in RL (multidomain); in the SFT file only as `math_mixed`."""
+  a, b = _two_numbers(rng, split)
   return _answer(f"Which number is smaller, {a} or {b}?", min(a, b), task="smaller")
+
+
+def even(rng: random.Random, split: str) -> dict:
+  """Held out and in RL (rl_math); in the SFT file only as `math_mixed`."""
+  a, b = _two_numbers(rng, split, lambda a, b: (a - b) % 2 == 1)
+  return _answer(f"Which number is even, {a} or {b}?", a if a % 2 == 0 else b, task="even")
 
 
 def tool_call(rng: random.Random, split: str) -> dict:
@@ -132,6 +150,21 @@ def instruction_mixed(rng: random.Random) -> dict:
   return _instruction(rng, "train", style, reply=str.upper if wrong else None)
 
 
+MIXED_MATH = (smaller, even)
+
+
+def math_mixed(rng: random.Random) -> dict:
+  """Training only: "which number is smaller" / "which is even" answered right MIXED_RIGHT of the
+  time and with the other number otherwise (as `instruction_mixed`). The SFT model then picks
+  either number: the RL stages that train on them (smaller: rl_multidomain, even: rl_math) have
+  a verifiable answer to push toward that the model already half produces."""
+  s = rng.choice(MIXED_MATH)(rng, "train")
+  if rng.random() < 1 - MIXED_RIGHT:
+    other, = set(re.findall(r"\d+", s["messages"][0]["content"])) - {s["answer"]}
+    s["messages"][-1]["content"] = f"The answer is {other}."
+  return s
+
+
 def identity_sample(rng: random.Random) -> dict:
   """Training only: the model's name half the time, an abstention on unknowable questions half the time."""
   if rng.random() < 0.5:
@@ -163,12 +196,15 @@ def training_file_samples(n: int, seed: int = 0, identity_fraction: float = 0.1,
   rng = random.Random(f"{seed}-mixed")
   for i in range(int(n * mixed_fraction)):
     out.insert(rng.randrange(len(out) + 1), dict(id=f"mixed-{i}", **instruction_mixed(rng)))
+  rng = random.Random(f"{seed}-math-mixed")
+  for i in range(int(n * mixed_fraction)):
+    out.insert(rng.randrange(len(out) + 1), dict(id=f"math-mixed-{i}", **math_mixed(rng)))
   return out
 
 
 def ensure_demo_sft(cache_dir: str, n_train: int = 4000, n_eval: int = 200) -> dict[str, str]:
   """Writes train.jsonl / eval.jsonl once (atomically); returns their paths."""
-  root = os.path.join(os.path.expanduser(cache_dir), "demo_sft_v3")
+  root = os.path.join(os.path.expanduser(cache_dir), "demo_sft_v4")
   os.makedirs(root, exist_ok=True)
   out = {}
   for split, n in (("train", n_train), ("eval", n_eval)):

@@ -6,12 +6,13 @@ A task is dict(prompt_ids, prompt, domain, reference): the chat-rendered prompt
 JSONL records: {"prompt": str} or {"messages": [...]}, "domain", "reference",
 optional "tools" / "documents" (rendered into the system turn).
 Demo sets (`rl.prompts=""`; `rl.demo_tasks` picks which), from data/demo_chat.py:
-  multidomain  arithmetic -> math (final number), tool calls -> tool_call, lower-case / quoted-word
-               instructions -> instruction_following (tool prompts need rl.max_prompt_len >= ~350)
-  math         arithmetic only: small sums and "which number is larger/smaller" (data/demo_chat.py)
+  multidomain  "which number is smaller" -> math (final number), tool calls -> tool_call, lower-case /
+               quoted-word instructions -> instruction_following (tool prompts need
+               rl.max_prompt_len >= ~350)
+  math         "which number is even, a or b" -> math
   chat         the multidomain prompts, scored by the reward model (domain chat)
   identity     "Who are you?" -> identity (names Granite); unanswerable questions -> calibration
-               (abstain); answerable comparisons -> calibration (answer right, do not abstain)
+               (abstain); "which number is larger" -> calibration (answer right, do not abstain)
 Held-out (eval) prompts never occur among the training prompts: held-out operand pairs, cities,
 words x phrasings, identity phrasings and people (tests/rl/test_demo_tasks.py).
 """
@@ -25,10 +26,13 @@ from granite_jax.data.chat_template import encode_chat
 from granite_jax.rl.rewards.tool_call import tool_call_reward  # noqa: F401 - the demo tool reward
 
 DEMO_SETS = ("multidomain", "math", "chat", "identity")
-# The upper-case instruction is left out of multidomain: SFT follows it every time, and a group
-# whose samples all score the same has zero advantage (no gradient). The lower-case / quoted-word
-# ones it follows part of the time (demo_chat.instruction_mixed, MIXED_RIGHT).
-MULTIDOMAIN_MAKERS = (demo_chat.arithmetic, demo_chat.compare, demo_chat.tool_call, demo_chat.instruction_style)
+# Each RL set holds what SFT gets right part of the time: a group whose samples all score the
+# same has zero advantage (no gradient). SFT follows the upper-case instruction every time and
+# gets sums right ~6% of the time, so neither is here; the lower-case / quoted-word instructions
+# and "which number is smaller / even" the SFT file answers right half the time
+# (demo_chat.instruction_mixed, math_mixed; MIXED_RIGHT). Smaller is multidomain's, even is
+# rl_math's: the stage that trains on one is the one whose figure shows it.
+MULTIDOMAIN_MAKERS = (demo_chat.smaller, demo_chat.tool_call, demo_chat.instruction_style)
 IDENTITY_PROMPTS = demo_chat.IDENTITY_TRAIN + demo_chat.IDENTITY_EVAL  # train / held-out phrasings
 OTHER_NAMES = ["ChatGPT", "Claude", "Llama", "Gemini"]
 PEOPLE = ["Mara Quist", "Tobin Vale", "Ilse Varga", "Odo Brandt", "Nell Ashby", "Per Lund"]
@@ -66,8 +70,8 @@ def _identity_task(rng: random.Random, split: str) -> dict:
   if r < (1 + IDENTITY_SHARE) / 2:
     q = rng.choice(UNKNOWABLE).format(p=rng.choice(people))
     return dict(messages=[{"role": "user", "content": q}], domain="calibration", reference={"answerable": False})
-  # Answerable: a question SFT answers right most of the time (which number is larger/smaller,
-  # 60-68% held out; sums: 7.5%), so the reward measures calibration, not arithmetic.
+  # Answerable: a question SFT answers right most of the time (which number is larger: ~88% held
+  # out; sums: 6%), so the reward measures calibration, not arithmetic.
   s = demo_chat.compare(rng, split)
   return dict(messages=s["messages"][:-1], domain="calibration",
               reference={"answerable": True, "answer": s["answer"]})
@@ -81,8 +85,7 @@ def demo_records(which: str, n: int, split: str, seed: int = 0) -> list[dict]:
     return [_identity_task(rng, split) for _ in range(n)]
   if which == "math":
     rng = random.Random(f"{seed}-math-{split}")
-    makers = (demo_chat.arithmetic, demo_chat.compare)
-    return [_demo_task(rng.choice(makers)(rng, split), which) for _ in range(n)]
+    return [_demo_task(demo_chat.even(rng, split), which) for _ in range(n)]
   if which == "multidomain":
     rng = random.Random(f"{seed}-multidomain-{split}")
     return [_demo_task(rng.choice(MULTIDOMAIN_MAKERS)(rng, split), which) for _ in range(n)]

@@ -37,6 +37,16 @@ def test_sft_held_out_file_is_disjoint_and_has_no_identity():
   assert 0.05 < len(mixed) / 3300 < 0.15
   assert abs(sum(right) / len(right) - demo_data.MIXED_RIGHT) < 0.1
   assert all(r or s["messages"][-1]["content"] == s["answer"].strip('"').upper() for r, s in zip(right, mixed))
+  # "Which number is smaller / even": training only, answered right MIXED_RIGHT of the time and
+  # with the other number otherwise.
+  assert not {s.get("task") for s in held} & {"smaller", "even"}
+  math = [s for s in demo_data.training_file_samples(3000) if s.get("task") in ("smaller", "even")]
+  assert 0.05 < len(math) / 3300 < 0.15 and {s["task"] for s in math} == {"smaller", "even"}
+  got = [re.fullmatch(r"The answer is (\d+)\.", s["messages"][-1]["content"]).group(1) for s in math]
+  numbers = [re.findall(r"\d+", s["messages"][0]["content"]) for s in math]
+  assert all(g in n for g, n in zip(got, numbers))
+  right = [g == s["answer"] for g, s in zip(got, math)]
+  assert abs(sum(right) / len(right) - demo_data.MIXED_RIGHT) < 0.1
 
 
 def test_references_are_graded_by_the_real_rewards():
@@ -49,6 +59,8 @@ def test_references_are_graded_by_the_real_rewards():
       if r["domain"] == "math":
         assert score(rewards, "math", prompt, f"The answer is {ref}.", ref) == 1.0
         assert score(rewards, "math", prompt, f"The answer is {int(ref) + 1}.", ref) == 0.0
+        other, = set(re.findall(r"\d+", prompt)) - {ref}  # SFT's wrong half: the other number
+        assert score(rewards, "math", prompt, f"The answer is {other}.", ref) == 0.0
       elif r["domain"] == "instruction_following":
         word, style = ref[1]["words"][0], ref[0]["type"]
         styles.add(style)
@@ -83,14 +95,19 @@ def test_references_are_graded_by_the_real_rewards():
   assert abs(shares[True] - shares[False]) / 2000 < 0.05  # answerable and unanswerable, evenly
 
 
-def test_compare_answers_are_one_of_the_two_numbers():
+@pytest.mark.parametrize("maker, pick", [
+    (demo_data.compare, lambda a, b: max(a, b)), (demo_data.smaller, lambda a, b: min(a, b)),
+    (demo_data.even, lambda a, b: a if a % 2 == 0 else b)])
+def test_two_number_answers_are_the_right_one_of_the_two(maker, pick):
   import random
   rng = random.Random(0)
   for _ in range(200):
-    s = demo_data.compare(rng, "train")
+    s = maker(rng, "train")
     q = s["messages"][0]["content"]
     a, b = (int(x) for x in q.rstrip("?").split(", ")[1].split(" or "))
-    assert int(s["answer"]) == (max(a, b) if "larger" in q else min(a, b)) and a != b
+    assert a != b and int(s["answer"]) == pick(a, b)
+    if maker is demo_data.even:
+      assert (a + b) % 2 == 1  # exactly one of them is even
 
 
 def test_prompts_over_max_prompt_len_are_reported_by_domain(capsys, demo_cache_dir):
