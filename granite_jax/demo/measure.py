@@ -96,6 +96,18 @@ def measure(stage: Stage, workdir: str, quick: bool = False, log=print) -> dict:
   details = dict(eval_accuracy=[first["eval_accuracy"], last["eval_accuracy"]],
                  eval_reward_mean=[first["eval_reward_mean"], last["eval_reward_mean"]],
                  final_kl=train[-1]["kl"] if train else None,
-                 max_kl=max((r["kl"] for r in train), default=None))
+                 max_kl=max((r["kl"] for r in train), default=None),
+                 max_kl_10=max_window_mean([r["kl"] for r in train]))
   key = "eval_reward_mean" if name in ("rlhf", "rl_identity") else "eval_accuracy"
   return dict(metric=stage.metric, before=first[key], after=last[key], details=details)
+
+
+def max_window_mean(xs: list[float], n: int = 10) -> float | None:
+  """The largest mean of n consecutive values (all of them when fewer). A step's KL is measured on
+  one batch of 8 prompts, so its maximum over a run is one batch's outlier (a single step
+  reached 1.27 while the 10-step means stayed under 0.6); the level the policy drifts to is a
+  mean over steps."""
+  if not xs:
+    return None
+  n = min(n, len(xs))
+  return max(sum(xs[i:i + n]) / n for i in range(len(xs) - n + 1))

@@ -67,9 +67,10 @@ def targets(records: list[dict]) -> list[dict]:
           r["after"] - r["before"] >= gain - 1e-9)
   if "rlhf" in by:
     r = by["rlhf"]
-    kl = _d(r, "max_kl")
-    add("rlhf", "reward-model score rises, KL to the reference bounded (< 1)",
-        f"{r['before']:.3f} -> {r['after']:.3f}, max KL {kl if kl is None else round(kl, 4)}",
+    kl, kl1 = _d(r, "max_kl_10"), _d(r, "max_kl")
+    rnd = lambda x: x if x is None else round(x, 3)
+    add("rlhf", "reward-model score rises, KL to the reference bounded (10-step mean < 1)",
+        f"{r['before']:.3f} -> {r['after']:.3f}, KL: 10-step mean <= {rnd(kl)} (one step's max {rnd(kl1)})",
         r["after"] > r["before"] and kl is not None and kl < 1.0)
   return out
 

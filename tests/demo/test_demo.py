@@ -102,15 +102,24 @@ def test_targets_follow_the_issue_bars():
           rec("lce", 1.2, 0.5, before=dict(copy_past=1.2, short_loss=4.0, niah_copy_short=0.5, niah_copy_long=0.1),
               after=dict(copy_past=0.5, short_loss=4.05, niah_copy_short=0.5, niah_copy_long=0.4)),
           rec("sft", 0.1, 0.5), rec("rl_multidomain", 0.3, 0.5), rec("rl_math", 0.2, 0.41),
-          rec("rl_identity", 0.1, 0.4), rec("rlhf", 1.0, 1.5, max_kl=0.2)]
+          rec("rl_identity", 0.1, 0.4), rec("rlhf", 1.0, 1.5, max_kl=1.3, max_kl_10=0.6)]
   got = targets(good)
   assert len(got) == 10 and all(t["met"] for t in got), [t for t in got if not t["met"]]
   bad = [rec("pretrain", 5.0, 4.0, copy_inside=0.7),
          rec("lce", 0.8, 0.6, before=dict(copy_past=0.8, short_loss=4.0, niah_copy_short=0.5, niah_copy_long=0.3),
              after=dict(copy_past=0.6, short_loss=4.2, niah_copy_short=0.5, niah_copy_long=0.3)),
          rec("sft", 0.1, 0.15), rec("rl_multidomain", 0.3, 0.45), rec("rl_math", 0.2, 0.2),
-         rec("rl_identity", 0.1, 0.3), rec("rlhf", 1.0, 1.5, max_kl=3.0)]
+         rec("rl_identity", 0.1, 0.3), rec("rlhf", 1.0, 1.5, max_kl=3.0, max_kl_10=1.2)]
   assert not any(t["met"] for t in targets(bad)), [t for t in targets(bad) if t["met"]]
+
+
+def test_max_window_mean_against_numpy():
+  import numpy as np
+  from granite_jax.demo.measure import max_window_mean
+  xs = list(np.random.default_rng(0).exponential(0.4, 40))
+  want = np.convolve(xs, np.ones(10) / 10, mode="valid").max()
+  assert max_window_mean(xs) == pytest.approx(want) and max_window_mean(xs) < max(xs)
+  assert max_window_mean([0.5, 1.5]) == pytest.approx(1.0) and max_window_mean([]) is None
 
 
 def test_publish_writes_the_reports_tables_between_the_markers(tmp_path):
