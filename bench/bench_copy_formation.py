@@ -3,12 +3,17 @@
 Trains the demo pipeline's model (granite_jax/demo/stages.py MODEL: 2 layers, d 128) from scratch
 with the project's optimizer as the demo pretraining sets it (LR 3e-3 constant after 20 warm-up
 steps, granite_jax.optim.make_optimizer: clip, AdamW, its weight-decay mask) on rows of
-uniformly random tokens in which one span of T/8..T/4 tokens recurs at a random later gap: only
-copying predicts the repeat. Prints, every --every steps, the held-out loss on the repeat's tokens
-over the loss on the other tokens (1: no copying; ~0: copied), with the tokens seen, so formation
-time can be mapped against batch x context (Aoyama et al. 2025, arXiv 2511.16893, fit ~10^5.7 x
-sqrt(batch x context) tokens). A measurement, not a test: nothing is asserted.
+uniformly random tokens in which a span recurs, so only copying predicts the repeat:
+  --rows span      one span of T/8..T/4 tokens recurs once, at a random later gap;
+  --rows periodic  the row is one span of 8-32 tokens repeated to the row's end (the period
+                   differs per row, so the copy offset must be found in context).
+Prints, every --every steps, the held-out loss on the repeats' tokens over the loss on the other
+tokens (1: no copying; ~0: copied) on held-out rows of both kinds (so whether copying learnt on
+one carries to the other shows), with the tokens seen, so formation time can be mapped against
+batch x context (Aoyama et al. 2025, arXiv 2511.16893, fit ~10^5.7 x sqrt(batch x context)
+tokens). A measurement, not a test: nothing is asserted.
 
+  python -m bench.bench_copy_formation --rows periodic --batch 8 --seq-len 128 --steps 3000
   python -m bench.bench_copy_formation --batch 4 --seq-len 64 --steps 40000 --every 2000
 """
 from __future__ import annotations
@@ -42,8 +47,23 @@ def copy_rows(rng: np.random.Generator, n: int, T: int, alphabet: int):
   return x_BT, rep_BT
 
 
+def periodic_rows(rng: np.random.Generator, n: int, T: int, alphabet: int, lo: int = 8, hi: int = 32):
+  """Rows that are one random span of lo..hi tokens repeated to length T; True past the first period."""
+  x_BT = np.zeros((n, T), np.int64)
+  rep_BT = np.zeros((n, T), bool)
+  for b in range(n):
+    L = rng.integers(lo, hi + 1)
+    x_BT[b] = np.resize(rng.integers(8, 8 + alphabet, L), T)
+    rep_BT[b, L:] = True
+  return x_BT, rep_BT
+
+
+ROWS = {"span": copy_rows, "periodic": periodic_rows}
+
+
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--rows", choices=sorted(ROWS), default="span", help="what the model trains on")
   p.add_argument("--batch", type=int, default=16)
   p.add_argument("--seq-len", type=int, default=256)
   p.add_argument("--alphabet", type=int, default=4088, help="distinct tokens in a row (of the 4,096)")
@@ -72,19 +92,22 @@ def main(argv=None) -> None:
     return optax.apply_updates(params, updates), opt_state
 
   held = jax.jit(lambda p, x, r: losses(p, x, r)[1])
-  ex_BT, erep_BT = copy_rows(np.random.default_rng(1), 64, a.seq_len, a.alphabet)
+  evals = {k: make(np.random.default_rng(1), 64, a.seq_len, a.alphabet) for k, make in ROWS.items()}
   rng, rows, t0 = np.random.default_rng(0), [], time.time()
   for i in range(a.steps + 1):
     if i % a.every == 0:
-      rep, other = map(float, held(params, ex_BT, erep_BT))
-      rows.append(dict(step=i, tokens=i * a.batch * a.seq_len, repeat_loss=rep, other_loss=other,
-                       ratio=rep / other, seconds=time.time() - t0))
+      row = dict(step=i, tokens=i * a.batch * a.seq_len)
+      for k, (ex_BT, erep_BT) in evals.items():
+        rep, other = map(float, held(params, ex_BT, erep_BT))
+        row.update({f"{k}_repeat_loss": rep, f"{k}_other_loss": other, f"{k}_ratio": rep / other})
+      rows.append(dict(row, seconds=time.time() - t0))
       print(rows[-1], flush=True)
-    x_BT, rep_BT = copy_rows(rng, a.batch, a.seq_len, a.alphabet)
+    x_BT, rep_BT = ROWS[a.rows](rng, a.batch, a.seq_len, a.alphabet)
     params, opt_state = step(params, opt_state, x_BT, rep_BT)
-  print_table(f"copy formation: batch {a.batch} x {a.seq_len}, alphabet {a.alphabet}", rows,
-              ["step", "tokens", "repeat_loss", "other_loss", "ratio", "seconds"])
-  write_json(f"copy_formation_b{a.batch}_t{a.seq_len}", dict(args=vars(a), rows=rows))
+  print_table(f"copy formation: trained on {a.rows} rows, batch {a.batch} x {a.seq_len}, "
+              f"alphabet {a.alphabet}", rows,
+              ["step", "tokens"] + [f"{k}_{m}" for k in ROWS for m in ("repeat_loss", "ratio")] + ["seconds"])
+  write_json(f"copy_formation_{a.rows}_b{a.batch}_t{a.seq_len}", dict(args=vars(a), rows=rows))
 
 
 if __name__ == "__main__":
