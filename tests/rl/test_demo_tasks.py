@@ -24,15 +24,16 @@ def test_held_out_prompts_are_disjoint_from_training(which):
 
 
 def test_sft_held_out_file_is_disjoint_and_has_no_identity():
-  train = {_prompt(s) for s in demo_data.training_file_samples(3000)}
+  train_file = demo_data.training_file_samples(3000)
+  train = {_prompt(s) for s in train_file}
   held = demo_data.generate(300, "eval", seed=1)
   assert not train & {_prompt(s) for s in held}
   assert {s["kind"] for s in held} == {"arithmetic", "tool", "instruction"}
-  kinds = [s["kind"] for s in demo_data.training_file_samples(3000)]
+  kinds = [s["kind"] for s in train_file]
   assert 0.05 < kinds.count("identity") / len(kinds) < 0.15
   # Lower-case / quoted-word instructions: training only, followed in MIXED_RIGHT of the replies.
   assert {s.get("style") for s in held if s["kind"] == "instruction"} == {"upper"}
-  mixed = [s for s in demo_data.training_file_samples(3000) if s.get("style") in ("lower", "quote")]
+  mixed = [s for s in train_file if s.get("style") in ("lower", "quote")]
   right = [s["messages"][-1]["content"] == s["answer"] for s in mixed]
   assert 0.05 < len(mixed) / 3300 < 0.15
   assert abs(sum(right) / len(right) - demo_data.MIXED_RIGHT) < 0.1
@@ -40,7 +41,7 @@ def test_sft_held_out_file_is_disjoint_and_has_no_identity():
   # "Which number is smaller / even": training only, answered right MIXED_RIGHT of the time and
   # with the other number otherwise.
   assert not {s.get("task") for s in held} & {"smaller", "even"}
-  math = [s for s in demo_data.training_file_samples(3000) if s.get("task") in ("smaller", "even")]
+  math = [s for s in train_file if s.get("task") in ("smaller", "even")]
   assert 0.05 < len(math) / 3300 < 0.15 and {s["task"] for s in math} == {"smaller", "even"}
   got = [re.fullmatch(r"The answer is (\d+)\.", s["messages"][-1]["content"]).group(1) for s in math]
   numbers = [re.findall(r"\d+", s["messages"][0]["content"]) for s in math]
