@@ -15,13 +15,15 @@ import subprocess
 import time
 
 from granite_jax.cli import git_commit
-from granite_jax.demo import measure, report
+from granite_jax.demo import measure, periodic, report
 from granite_jax.demo.stages import NAMES, STAGES, command, load_done, save_done
 
 
 def run_stage(stage, workdir: str, quick: bool, log=print) -> dict:
   cmd = command(stage, workdir, quick)
   os.makedirs(os.path.join(workdir, stage.name), exist_ok=True)
+  if stage.periodic:  # the stage's data.sources files, written on first use
+    periodic.ensure_periodic_docs(os.path.join(workdir, "cache"))
   log(f"== {stage.name}: {' '.join(cmd)}")
   t0 = time.time()
   with open(os.path.join(workdir, stage.name, "run.log"), "a") as f:

@@ -14,6 +14,8 @@ import json
 import os
 import sys
 
+from granite_jax.demo import periodic
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # The demo model: 2 layers, d=128 (~1M parameters with the 4096-token demo vocabulary). The
@@ -22,11 +24,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # head_dim 32 that is 11x larger logits, so the sharp attention copying needs is reachable (at
 # 1/64 copying had not formed after 3,250 steps of copy-rich data).
 MODEL = dict(n_layers=2, d_model=128, n_heads=4, n_kv_heads=2, head_dim=32, d_ff=512, attention_multiplier=0.0)
-# Copy-rich pretraining and LCE mixtures: cc_hq holds the copy documents (data/demo_corpus.py);
-# keys are those of the stage config's own mixture (phase 2, phase 4), the rest set to 0.
+# Per stage: the copy warm-up reads only periodic documents (demo/periodic.py) through
+# data.sources.cc_hq; pretraining and LCE the copy-rich mixtures, whose cc_hq holds the copy
+# documents (data/demo_corpus.py). Keys are those of the stage config's own mixture (phase 2,
+# phase 4), the rest set to 0.
+_PHASE2_ZERO = dict(cc_hq=0, math=0, code=0, synthetic=0, technical=0, multilingual=0, domain=0)
 MIXTURES = {
-    "phase2": dict(cc_hq=80, math=10, code=10, synthetic=0, technical=0, multilingual=0, domain=0),
-    "lce_32k": dict(cc_hq=80, math=10, code=10, long_cot=0, code_instruct=0, lang_instruct=0),
+    "copy_warmup": dict(_PHASE2_ZERO, cc_hq=100),
+    "pretrain": dict(_PHASE2_ZERO, cc_hq=80, math=10, code=10),
+    "lce": dict(cc_hq=80, math=10, code=10, long_cot=0, code_instruct=0, lang_instruct=0),
 }
 SHORT, LONG = 256, 1024  # pretraining and LCE lengths (lce_32k tiny)
 # The demo starts SFT from the LCE output, so SFT and every later stage run the LCE network
@@ -47,7 +53,8 @@ class Stage:
   args: dict = dataclasses.field(default_factory=dict)
   quick_args: dict = dataclasses.field(default_factory=dict)
   metric: str = ""                  # what "before -> after" measures
-  mixture: bool = False             # the copy-rich mixture
+  mixture: bool = False             # MIXTURES[name]
+  periodic: bool = False            # data.sources.cc_hq: the periodic documents (demo/periodic.py)
 
 
 # RL in the demo: the configs' tiny step counts (10-40) moved held-out figures by 0-6 points in
@@ -64,12 +71,20 @@ def _quick_rl(n=8):
           "train.global_batch": 2 * n, "train.eval_every": 2, "ckpt.every_steps": 2}
 
 
+_PRETRAIN = {"train.seq_len": SHORT, "train.global_batch": 16, "optim.schedule": "constant", "optim.peak_lr": 3e-3,
+             "optim.warmup_steps": 20, "train.log_every": 100, "ckpt.every_steps": 250}
+_QUICK_PRETRAIN = {"train.steps": 3, "train.eval_every": 3, "train.eval_batches": 1, "ckpt.every_steps": 3}
+
 STAGES = [
-    Stage("pretrain", "phase2", mixture=True, metric="held-out loss; copy ratio inside 256 tokens",
-          args={"train.seq_len": SHORT, "train.global_batch": 16, "train.steps": 3000,
-                "optim.schedule": "constant", "optim.peak_lr": 3e-3, "optim.warmup_steps": 20,
-                "train.eval_every": 500, "train.log_every": 100, "ckpt.every_steps": 250},
-          quick_args={"train.steps": 3, "train.eval_every": 3, "train.eval_batches": 1, "ckpt.every_steps": 3}),
+    # Pretraining in two phases: a copy warm-up on periodic documents, where the induction
+    # circuit forms in ~1,000 steps, then the copy-rich mixture, where alone it had not formed in
+    # 3,000 (copy ratio 0.99; demo/periodic.py).
+    Stage("copy_warmup", "phase2", mixture=True, periodic=True,
+          metric="held-out loss on periodic documents; copy ratio inside 256 tokens",
+          args=dict(_PRETRAIN, **{"train.steps": 1250, "train.eval_every": 250}), quick_args=_QUICK_PRETRAIN),
+    Stage("pretrain", "phase2", init_from="copy_warmup", mixture=True,
+          metric="held-out loss; copy ratio inside 256 tokens",
+          args=dict(_PRETRAIN, **{"train.steps": 3000, "train.eval_every": 500}), quick_args=_QUICK_PRETRAIN),
     Stage("lce", "lce_32k", init_from="pretrain", mixture=True,
           metric="copy ratio past 256 tokens (before LCE -> after LCE + merge)",
           args={"train.steps": 300, "optim.peak_lr": 1e-3, "train.eval_every": 100, "ckpt.every_steps": 100},
@@ -109,7 +124,10 @@ def command(stage: Stage, workdir: str, quick: bool = False) -> list[str]:
     cmd.append(f"--config.rl.reward_model={d(stage.reward_model)}")
   over = {f"model.{k}": v for k, v in MODEL.items()}
   if stage.mixture:
-    over.update({f"data.mixture.{k}": v for k, v in MIXTURES[stage.config].items()})
+    over.update({f"data.mixture.{k}": v for k, v in MIXTURES[stage.name].items()})
+  if stage.periodic:
+    src = periodic.paths(os.path.join(workdir, "cache"))
+    over.update({"data.sources.cc_hq": src["train"], "data.eval_sources.cc_hq": src["eval"]})
   if stage.name in AFTER_LCE:
     over.update(POST_LCE)
   over.update(stage.args)

@@ -47,7 +47,16 @@ def test_every_override_names_a_config_field(tmp_path, quick):
 def test_commands_chain_the_stages(tmp_path):
   wd = str(tmp_path)
   cmds = {s.name: _overrides(st.command(s, wd)) for s in st.STAGES}
-  assert "init_from" not in cmds["pretrain"]
+  assert "init_from" not in cmds["copy_warmup"]
+  assert cmds["pretrain"]["init_from"] == os.path.join(wd, "copy_warmup", "ckpt")
+  # The warm-up reads the periodic documents (train and held out) and nothing else; pretraining
+  # reads the demo corpus.
+  src = st.periodic.paths(os.path.join(wd, "cache"))
+  assert (cmds["copy_warmup"]["data.sources.cc_hq"], cmds["copy_warmup"]["data.eval_sources.cc_hq"]) == (
+      src["train"], src["eval"])
+  assert [k for k, v in cmds["copy_warmup"].items() if k.startswith("data.mixture.") and v != "0"] == [
+      "data.mixture.cc_hq"]
+  assert not any(k.startswith("data.sources") for k in cmds["pretrain"])
   assert cmds["lce"]["init_from"] == os.path.join(wd, "pretrain", "ckpt")
   assert cmds["sft"]["init_from"] == os.path.join(wd, "lce", "merged", "ckpt")
   assert cmds["rlhf"]["rl.reward_model"] == os.path.join(wd, "reward_model")
