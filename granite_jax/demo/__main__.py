@@ -1,9 +1,10 @@
 """`python -m granite_jax.demo --workdir runs/demo [--quick] [--stages a,b] [--dry-run]`
 
-Runs the tiny pipeline's stages in order (pretraining, LCE, SFT, reward model, the four RL
-stages), each as its `launch/run.py` command (granite_jax/demo/stages.py), then measures its
-target metric before and after (granite_jax/demo/measure.py), and writes WORKDIR/report.json,
-WORKDIR/report.md and WORKDIR/plots/. Resumable stage by stage: a stage with
+Runs the tiny pipeline's stages in order (pretraining: a copy warm-up, then the copy-rich
+mixture; LCE, SFT, reward model, the four RL stages), each as its `launch/run.py` command
+(granite_jax/demo/stages.py), then measures its target metric before and after
+(granite_jax/demo/measure.py), and writes WORKDIR/report.json, WORKDIR/report.md and
+WORKDIR/plots/. Resumable stage by stage: a stage with
 WORKDIR/<stage>/stage.json is skipped; an interrupted one is rerun and its run resumes from its
 own checkpoint. `--quick`: 2-3 steps per stage and small evals (tests the orchestration only).
 """

@@ -103,8 +103,10 @@ STAGES = [
           metric="held-out reward-model score", args=_rl(40, lr=1e-4), quick_args=_quick_rl()),
     Stage("rl_identity", "rl_identity", init_from="rlhf", ref_from="sft",
           metric="held-out identity/calibration reward", args=_rl(120), quick_args=_quick_rl()),
+    # 200 steps: from the copy-capable model, held-out accuracy was 0.48 -> 0.67 at step 120 and
+    # still rising (0.70 at 130, 0.80 at 140, 0.89 at 200).
     Stage("rl_math", "rl_math", init_from="rl_identity", ref_from="sft",
-          metric="held-out greedy accuracy", args=_rl(120), quick_args=_quick_rl()),
+          metric="held-out greedy accuracy", args=_rl(200), quick_args=_quick_rl()),
 ]
 NAMES = [s.name for s in STAGES]
 
