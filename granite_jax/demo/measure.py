@@ -72,7 +72,8 @@ def measure(stage: Stage, workdir: str, quick: bool = False, log=print) -> dict:
     recs = read_metrics(wd(name))
     evals = _evals(recs, "eval_loss")
     ev = long_eval(workdir, name, "after", wd(name), quick, log)
-    return dict(metric="held-out loss" + (" (periodic documents)" if stage.periodic else ""), before=recs[0]["loss"], after=evals[-1]["eval_loss"] if evals else None,
+    return dict(metric="held-out loss" + (" (periodic documents)" if stage.periodic else ""),
+                before=recs[0]["loss"], after=evals[-1]["eval_loss"] if evals else None,
                 details=dict(first_train_loss=recs[0]["loss"], **_copy_summary(ev)))
   if name == "lce":
     before = long_eval(workdir, "pretrain", "after", wd("pretrain"), quick, log)

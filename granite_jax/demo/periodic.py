@@ -5,8 +5,9 @@ recur: 3,000 steps of the copy-rich demo mixture left the copy ratio at 0.99. On
 span of 8-32 uniformly random tokens repeated to the row's end (the period differs per row, so it
 must be found in context), the same model at the same 16 x 256 batch learnt it in 500-1,000
 steps, and the circuit carried over to single recurring spans (bench/bench_copy_formation.py
---rows periodic). Spans of random words instead of random tokens did not form it in 1,300 steps:
-word pieces recur inside a span with different successors, so the token to copy is ambiguous.
+--rows periodic); from these documents, in the demo, between steps 600 and 750. Spans of random
+words instead of random tokens did not form it in 1,300 steps: word pieces recur inside a span
+with different successors, so the token to copy is ambiguous.
 
 A document is the text of `k` random demo-tokenizer tokens, repeated: byte-level BPE encodes the
 repeated text back to the same period (tests/demo/test_periodic.py checks it), so the pipeline

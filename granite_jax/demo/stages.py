@@ -77,8 +77,8 @@ _QUICK_PRETRAIN = {"train.steps": 3, "train.eval_every": 3, "train.eval_batches"
 
 STAGES = [
     # Pretraining in two phases: a copy warm-up on periodic documents, where the induction
-    # circuit forms in ~1,000 steps, then the copy-rich mixture, where alone it had not formed in
-    # 3,000 (copy ratio 0.99; demo/periodic.py).
+    # circuit formed between steps 600 and 750, then the copy-rich mixture, where alone it had not
+    # formed in 3,000 steps (copy ratio 0.99; demo/periodic.py).
     Stage("copy_warmup", "phase2", mixture=True, periodic=True,
           metric="held-out loss on periodic documents; copy ratio inside 256 tokens",
           args=dict(_PRETRAIN, **{"train.steps": 1250, "train.eval_every": 250}), quick_args=_QUICK_PRETRAIN),
