@@ -46,15 +46,15 @@ def paths(cache_dir: str) -> dict[str, str]:
 
 def ensure_periodic_docs(cache_dir: str) -> dict[str, str]:
   """{split: ArrayRecord path} of periodic documents for the demo tokenizer, written on first use."""
-  from granite_jax.data import demo_corpus
+  from ml_collections import ConfigDict
+
   from granite_jax.data.records_io import write_arrayrecord
-  from granite_jax.data.tokenizer import DEMO_VOCAB_SIZE, load_tokenizer, train_demo_tokenizer
+  from granite_jax.data.tokenizer import get_tokenizer
 
   out = paths(cache_dir)
   if all(os.path.exists(p) for p in out.values()):
     return out
-  tok = load_tokenizer(train_demo_tokenizer(cache_dir, demo_corpus.ensure_demo_corpus(cache_dir, "train"),
-                                            DEMO_VOCAB_SIZE))
+  tok = get_tokenizer(ConfigDict(dict(tokenizer="", cache_dir=cache_dir)))  # the one the stage's run uses
   ids = span_tokens(tok)
   for split, n in NUM_DOCS.items():
     rng = random.Random(f"{VERSION}/{split}")
