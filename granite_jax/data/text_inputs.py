@@ -16,6 +16,8 @@ chat record is {"messages": [...], "tools"?, "documents"?}.
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import io
 import json
 import os
 import tempfile
@@ -172,8 +174,16 @@ def _from_parquet(value: Any, kind: str, field: str):
 
 
 def _raw_jsonl(fs, path: str) -> Iterator[bytes]:
-  with fs.open(path, "rb", compression="infer") as f:
-    yield from f
+  with fs.open(path, "rb") as f:
+    name = path.lower()
+    if name.endswith(".gz"):
+      lines = gzip.GzipFile(fileobj=f, mode="rb")
+    elif name.endswith((".zst", ".zstd")):  # zstandard's reader reads, but does not iterate lines
+      import zstandard
+      lines = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(f), 1 << 20)
+    else:
+      lines = f
+    yield from lines
 
 
 def _raw_parquet(fs, path: str, kind: str, field: str) -> Iterator[Any]:
