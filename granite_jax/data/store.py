@@ -75,7 +75,7 @@ class _LRU:
 class TokenStore:
   """Documents of a token store, by shard: tokens, loss mask (chat) and document ends."""
 
-  def __init__(self, path: str, *, cache_bytes: int = 256 << 20, max_open: int = 128,
+  def __init__(self, path: str, *, cache_bytes: int = 256 << 20, max_open: int = 1024,
                doc_ends_bytes: int = 256 << 20, manifest: dict | None = None):
     self.path = store_io.normalize(path)
     self.manifest = manifest if manifest is not None else _load_manifest(self.path)

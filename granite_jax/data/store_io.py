@@ -75,8 +75,9 @@ def array_spec(store: str, name: str, leaf: str, shape: int | None = None) -> di
   reading it: a store's arrays never change once written)."""
   dtype = ARRAYS[leaf]
   raw = [{"name": "bytes", "configuration": {"endian": "little"}}]
-  if leaf == "doc_ends":
-    chunk, codecs = DOC_CHUNK, raw + [{"name": "zstd", "configuration": {"level": 3, "checksum": False}}]
+  if leaf == "doc_ends":  # read whole: one chunk unless huge (a chunk is allocated whole, so not larger)
+    chunk = min(DOC_CHUNK, max(1, shape or 0))
+    codecs = raw + [{"name": "zstd", "configuration": {"level": 3, "checksum": False}}]
   else:
     chunk, codecs = FILE_TOKENS, [{"name": "sharding_indexed", "configuration": {
         "chunk_shape": [READ_TOKENS], "codecs": raw,

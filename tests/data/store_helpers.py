@@ -82,3 +82,23 @@ def tree(root: str) -> dict[str, bytes]:
       p = os.path.join(d, f)
       out[os.path.relpath(p, root)] = open(p, "rb").read()
   return out
+
+
+def direct_store(root: str, shards: list[tuple], kind: str = "text") -> dict:
+  """A store written straight from arrays: shards = [(tokens, lengths[, mask]), ...]; returns the manifest."""
+  from granite_jax.data import store_io
+  from granite_jax.data.store_writer import write_shard
+  from granite_jax.data.tokenize import manifest_of
+  kv = store_io.Kv(root)
+  dones = []
+  for s, (tokens, lengths, *mask) in enumerate(shards):
+    name = store_io.shard_name(s)
+    docs, n = write_shard(root, name, tokens, lengths, mask[0] if mask else None, kv=kv)
+    dones.append({"shard": name, "source": f"/data/{name}.jsonl", "size": 0, "records": docs, "docs": docs,
+                  "tokens": n, "skipped": 0})
+  plan = {"format": store_io.FORMAT, "kind": kind, "text_field": "text" if kind == "text" else None,
+          "tokenizer": {"fingerprint": "0123456789abcdef", "eos_id": 1, "pad_id": 0, "vocab_size": 50000,
+                        "path": "/tok.json"}}
+  manifest = manifest_of(plan, dones)
+  kv.write_json(store_io.MANIFEST, manifest)
+  return manifest
