@@ -183,7 +183,7 @@ def _tokenize_shards(store: str, files: list[InputFile], tok: TokSpec, plan_: di
 def _worker(store, files, tok, plan_, on_bad_record, worker, workers, threads) -> int:
   # A spawned process: the tokenizer's thread pool starts at its first batch, so this sizes it.
   os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
-  logging.basicConfig(level=logging.INFO, format="%(message)s")
+  _log_progress()
   return _tokenize_shards(store, files, tok, plan_, on_bad_record, worker, workers)
 
 
@@ -271,6 +271,11 @@ def build_store(inputs: list[str], out: str, tok_spec: TokSpec, *, kind: str = "
   return finalize(store, plan_)
 
 
+def _log_progress() -> None:
+  logging.basicConfig(level=logging.WARNING, format="%(message)s")  # not every library's INFO
+  log.setLevel(logging.INFO)
+
+
 def _env_int(name: str, default: int) -> int:
   raw = os.environ.get(name, "").strip()
   return int(raw) if raw.isdigit() else default
@@ -290,7 +295,7 @@ def main(argv: list[str]) -> int:
   p.add_argument("--eos_token", default=None, help="overrides the tokenizer's configured EOS token")
   p.add_argument("--pad_token", default=None, help="overrides the tokenizer's configured PAD token")
   args = p.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format="%(message)s")
+  _log_progress()
   tok = load_tokenizer_spec(args.tokenizer, args.eos_token, args.pad_token)
   manifest = build_store(args.inputs, args.out, tok, kind=args.kind, text_field=args.text_field,
                          on_bad_record=args.on_bad_record, process_index=args.process_index,
