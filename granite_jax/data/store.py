@@ -2,7 +2,7 @@
 
 A store is read-only once its manifest exists, so shard arrays are opened
 from the manifest's shapes without reading their metadata, never rechecked,
-and chunks read once stay in one shared TensorStore cache pool. Open handles
+and chunks read once stay in a TensorStore cache pool shared by every store of the process. Open handles
 are kept in a bounded LRU; TensorStore's file driver holds no file descriptor
 between reads, so a store of any number of shards reads under a small
 `ulimit -n`. A TokenStore pickles as its path and manifest and reopens lazily
@@ -44,7 +44,22 @@ def _load_manifest(path: str) -> dict[str, Any]:
                      "(rerun the tokenize job to finish it)")
   if manifest.get("format") != FORMAT:
     raise ValueError(f"{kv.path}/{MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+  if manifest.get("layout") != store_io.LAYOUT:  # arrays are opened without reading their metadata
+    raise ValueError(f"{kv.path}/{MANIFEST}: layout {manifest.get('layout')}, this code reads {store_io.LAYOUT}")
   return manifest
+
+
+_CONTEXTS: dict[int, ts.Context] = {}
+_CONTEXTS_LOCK = threading.Lock()
+
+
+def _context(cache_bytes: int) -> ts.Context:
+  """One cache pool per process (per size), shared by every shard of every store: repeated chunks
+  are memory reads, and a mixture of many stores does not hold many pools."""
+  with _CONTEXTS_LOCK:
+    if cache_bytes not in _CONTEXTS:
+      _CONTEXTS[cache_bytes] = ts.Context({"cache_pool": {"total_bytes_limit": cache_bytes}})
+    return _CONTEXTS[cache_bytes]
 
 
 class _LRU:
@@ -93,8 +108,6 @@ class TokenStore:
     self._reset()
 
   def _reset(self):
-    self._context = None
-    self._context_lock = threading.Lock()
     self._handles = _LRU(self._options["max_open"])
     self._doc_ends = _LRU(self._options["doc_ends_bytes"], weight=lambda a: a.nbytes)
 
@@ -111,11 +124,7 @@ class TokenStore:
   # -- opening ---------------------------------------------------------------------------------------
 
   def _ctx(self) -> ts.Context:
-    if self._context is None:
-      with self._context_lock:
-        if self._context is None:  # one cache pool for every shard: repeated chunks are memory reads
-          self._context = ts.Context({"cache_pool": {"total_bytes_limit": self._options["cache_bytes"]}})
-    return self._context
+    return _context(self._options["cache_bytes"])
 
   def _shard(self, s: int) -> int:
     if not 0 <= s < self.num_shards:

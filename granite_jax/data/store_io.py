@@ -29,6 +29,7 @@ FILE_TOKENS = 1 << 20  # tokens per stored object
 READ_TOKENS = 1 << 16  # tokens per inner chunk: the unit one read fetches
 DOC_CHUNK = 1 << 20
 UNBOUNDED = 1 << 40  # a shard's shape while its length is unknown (shrunk when it is)
+LAYOUT = {"file_tokens": FILE_TOKENS, "read_tokens": READ_TOKENS}
 ARRAYS = {"tokens": "int32", "loss_mask": "uint8", "doc_ends": "int64"}
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import itertools
 import logging
 import multiprocessing
 import os
@@ -80,7 +81,7 @@ class _Encoder:
     ids = [e.ids for e in self._encode(texts)]
     lengths = np.fromiter((len(x) + 1 for x in ids), np.int64, len(ids))
     eos = [self.tok.eos_id]
-    tokens = np.fromiter((t for x in ids for t in x + eos), np.int32, int(lengths.sum()))
+    tokens = np.fromiter(itertools.chain.from_iterable(x + eos for x in ids), np.int32, int(lengths.sum()))
     return tokens, lengths, None
 
   def chat(self, rendered: list[list[tuple[str, bool]]]):
@@ -197,7 +198,7 @@ def manifest_of(plan_: dict, dones: list[dict]) -> dict[str, Any]:
           "shards": shards,
           "totals": {"shards": len(shards), "records": total("records"), "docs": total("docs"),
                      "tokens": total("tokens"), "skipped": total("skipped")},
-          "layout": {"file_tokens": store_io.FILE_TOKENS, "read_tokens": store_io.READ_TOKENS}}
+          "layout": dict(store_io.LAYOUT)}
 
 
 def finalize(store: str, plan_: dict) -> dict | None:

@@ -104,11 +104,15 @@ def test_bad_records_raise_naming_file_and_record(tmp_path, spec):
 def test_bad_records_skipped_and_counted(tmp_path, spec):
   write_input(str(tmp_path / "in" / "a.jsonl"), DOCS)
   path = _bad_jsonl(str(tmp_path / "in" / "bad.jsonl"))
+  (tmp_path / "in" / "c_empty.jsonl").write_text("")
   manifest = build_store([str(tmp_path / "in")], str(tmp_path / "store"), spec, on_bad_record="skip")
-  assert [s["skipped"] for s in manifest["shards"]] == [0, 3] and manifest["totals"]["skipped"] == 3
+  assert [s["skipped"] for s in manifest["shards"]] == [0, 3, 0] and manifest["totals"]["skipped"] == 3
+  assert manifest["shards"][2] == {"name": "00002", "source": str(tmp_path / "in" / "c_empty.jsonl"), "records": 0,
+                                   "docs": 0, "tokens": 0, "skipped": 0}
   assert manifest["sources"][1] == {"path": path, "size": os.path.getsize(path), "records": 5}
   store = TokenStore(str(tmp_path / "store"))
   assert store_docs(store, 1) == expected_text_docs(spec.tok, ["good one", "good two"], spec.eos_id)
+  assert store_docs(store, 2) == [] and store.read(2, 0, 0).shape == (0,)
 
 
 def test_chat_bad_record(tmp_path, spec):
