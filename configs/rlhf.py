@@ -13,4 +13,7 @@ from configs.rl_base import rl_config
 def get_config(arg: str | None = None):
   c = rl_config(arg, name="rlhf", lr=3e-7, kl_coef=0.09, steps=300, tiny_steps=15, demo_tasks="chat")
   c.rl.correct_threshold = 0.0  # reward-model scores are logits: "accurate" = scored above 0
+  # An imported HF reward model renders prompt + response with its own chat template when its
+  # tokenizer_config.json has one ("auto"); "none": the policy-rendered text as is.
+  c.rl.reward_model_template = "auto"
   return c

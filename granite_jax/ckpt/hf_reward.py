@@ -8,7 +8,10 @@ that `rl.reward_model` (rl/reward_model.py `load_scorer`) loads like one trained
   WORKDIR/config.json        {"train": {"seq_len": N}} (the longest sequence scored)
   WORKDIR/reward_model.json  {"source", "architecture", "suffix"}: where it came from and the text
                              appended to prompt + response before scoring ("" for HF models)
-  WORKDIR/tokenizer.json     the model's own tokenizer, when the HF folder has one
+  WORKDIR/tokenizer.json     the model's own tokenizer, when the HF folder has one, with its
+  WORKDIR/tokenizer_config.json  chat template and special tokens: with rl.reward_model_template=auto
+                             (the default) the scorer renders prompt + response through that
+                             template, as `apply_chat_template` does (rl/rm_scorer.py)
 Like transformers, the score is the head applied to the final-normed hidden state at the last
 real token. Llama configs map to Granite with unit multipliers and attention scale 1/sqrt(head_dim).
 
@@ -28,6 +31,7 @@ from granite_jax.ckpt import hf_config, hf_weights
 from granite_jax.model.config import ModelConfig
 
 REWARD_MODEL_JSON = "reward_model.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def is_reward_model(hf: dict[str, Any]) -> bool:
@@ -91,5 +95,7 @@ def import_reward_model(hf_dir: str, workdir: str, *, seq_len: int | None = None
     json.dump({"source": os.path.abspath(hf_dir), "architecture": hf["architectures"][0], "suffix": ""},
               f, indent=2)
   if os.path.isfile(os.path.join(hf_dir, "tokenizer.json")):
-    shutil.copy(os.path.join(hf_dir, "tokenizer.json"), os.path.join(workdir, "tokenizer.json"))
+    for name in TOKENIZER_FILES:
+      if os.path.isfile(os.path.join(hf_dir, name)):
+        shutil.copy(os.path.join(hf_dir, name), os.path.join(workdir, name))
   return cfg

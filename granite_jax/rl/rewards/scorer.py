@@ -4,7 +4,9 @@ Where a domain's reward comes from (first match wins):
   rl.reward_fns  'domain=package.module:function[@batched]'  a user function (registry.py)
   rl.reward_url  'domain=URL'                               a reward service (service.py)
   built-in       registry.BUILTIN                            this package's verifiers
-  chat           rl.reward_model                             a scalar reward model, in this process
+  chat           rl.reward_model                             a scalar reward model, in this process:
+                                                             the whole batch at once, sharded over the
+                                                             stage's mesh (rl/rm_scorer.py)
   rl.reward_url  a bare URL                                  the service, for every other domain
 Functions run in `rl.reward_workers` worker processes (pool.py) under rl.reward_timeout_s per call and
 rl.reward_memory_mb; 0 workers runs them in this process without limits (debugging only). A call that
@@ -33,7 +35,8 @@ class Source:
   kind: str                        # "fn" (in workers) | "local" (this process) | "service"
   path: str = ""                   # fn: import path
   batched: bool = False
-  local: Callable | None = None    # local: fn(prompt, response, reference) -> float
+  local: Callable | None = None    # local: fn(prompt, response, reference) -> float; batched:
+                                   # fn(prompts, responses, references) -> [N] for all of its rows
   service: RewardService | None = None
 
 
@@ -70,12 +73,14 @@ class RewardScorer:
     t0 = time.perf_counter()
     n = len(prompts)
     out: list = [None] * n
-    calls, call_rows, service_rows, local_rows = [], [], {}, []
+    calls, call_rows, service_rows, local_rows, batch_rows = [], [], {}, [], {}
     by_fn: dict[tuple[str, bool], list[int]] = {}
     for i, d in enumerate(domains):
       src = self.source(d)
       if src.kind == "service":
         service_rows.setdefault(id(src.service), (src.service, []))[1].append(i)
+      elif src.kind == "local" and src.batched:
+        batch_rows.setdefault(id(src), (src, []))[1].append(i)
       elif src.kind == "local" or self.pool is None:
         local_rows.append(i)
       else:
@@ -96,6 +101,10 @@ class RewardScorer:
                for i in rows]
       for i, o in zip(rows, service.score(items)):
         out[i] = o
+    for src, rows in batch_rows.values():
+      for i, o in zip(rows, self._local_batch(src, [prompts[i] for i in rows], [responses[i] for i in rows],
+                                              [references[i] for i in rows])):
+        out[i] = o
     for i in local_rows:
       out[i] = self._local(domains[i], prompts[i], responses[i], references[i])
     return self._combine(out, domains, prompts, records, time.perf_counter() - t0)
@@ -111,6 +120,20 @@ class RewardScorer:
     except RewardDataError as e:
       return "data", str(e)
     return ("error", "raised or non-finite") if np.isnan(r) else ("ok", r)
+
+  @staticmethod
+  def _local_batch(src: Source, prompts, responses, references) -> list[tuple[str, object]]:
+    """One call for all rows (the reward model's batch); an exception fails every row, a
+    non-finite score its own."""
+    try:
+      got = np.asarray(src.local(prompts, responses, references), np.float64).reshape(-1)
+      if len(got) != len(prompts):
+        raise ValueError(f"{len(got)} scores for {len(prompts)} responses")
+    except RewardDataError as e:
+      return [("data", str(e))] * len(prompts)
+    except Exception:  # noqa: BLE001 - counted as failures, like a raising reward function
+      return [("error", "raised")] * len(prompts)
+    return [("ok", float(r)) if np.isfinite(r) else ("error", "non-finite") for r in got]
 
   def _combine(self, out, domains, prompts, records, seconds) -> tuple[np.ndarray, dict]:
     rewards = np.zeros(len(out), np.float32)
@@ -162,8 +185,26 @@ def as_scorer(rewards) -> RewardScorer:
                       mins={d: r.min_reward for d, r in rewards.items()})
 
 
-def build_rewards(config, tok=None, *, chat_model: Callable | None = None) -> RewardScorer:
-  """The run's scorer from `config.rl` (a full config or its rl block). Call `.close()` at the end."""
+def reward_model_source(config, tok, mesh=None) -> Source:
+  """rl.reward_model restored on the stage's mesh (`mesh`, else `config.mesh` built as the run
+  scaffold builds it), scoring `score_rows` rows per call: a batched local source."""
+  from granite_jax.rl import reward_model as rm_lib
+  from granite_jax.rl.rm_scorer import load
+  rl = config.rl if "rl" in config else config
+  if mesh is None and "mesh" in config:
+    from granite_jax.sharding.mesh import mesh_from_config
+    mesh = mesh_from_config(config.mesh)
+  rows = None
+  if mesh is not None and "train" in config:
+    rows = rm_lib.score_rows(config, rm_lib.batch_shards(mesh))
+  model = load(rl.reward_model, tok, mesh=mesh, rows=rows,
+               template=rl.reward_model_template if "reward_model_template" in rl else "auto")
+  return Source("local", batched=True, local=lambda p, r, ref: model.score_batch(p, r))
+
+
+def build_rewards(config, tok=None, *, chat_model: Callable | None = None, mesh=None) -> RewardScorer:
+  """The run's scorer from `config.rl` (a full config or its rl block). Call `.close()` at the end.
+  `chat_model(prompt, response)`: a chat reward of your own instead of rl.reward_model."""
   rl = config.rl if "rl" in config else config
   get = lambda k, d: rl[k] if k in rl else d  # noqa: E731 -- older configs lack the new fields
   sources = {d: Source("fn", path=p) for d, p in BUILTIN.items()}
@@ -177,12 +218,12 @@ def build_rewards(config, tok=None, *, chat_model: Callable | None = None) -> Re
   for d, url in urls.items():
     if d not in user_fns:
       sources[d] = Source("service", service=make_service(url))
-  if chat_model is None and get("reward_model", ""):
-    from granite_jax.rl.reward_model import load_scorer
-    chat_model = load_scorer(rl.reward_model, tok)
-  if chat_model is not None and "chat" not in user_fns and "chat" not in urls:
-    from granite_jax.rl.rewards.chat import make_chat_reward
-    sources["chat"] = Source("local", local=make_chat_reward(chat_model))
+  if "chat" not in user_fns and "chat" not in urls:
+    if chat_model is not None:
+      from granite_jax.rl.rewards.chat import make_chat_reward
+      sources["chat"] = Source("local", local=make_chat_reward(chat_model))
+    elif get("reward_model", ""):
+      sources["chat"] = reward_model_source(config, tok, mesh)
   fallback = Source("service", service=make_service(global_url)) if global_url else None
   workers = int(get("reward_workers", 4))
   paths = sorted({s.path for s in sources.values() if s.kind == "fn"})
