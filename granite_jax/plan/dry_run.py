@@ -164,10 +164,13 @@ _RL_SHAPE_FIELDS = ("prompts_per_step", "samples_per_prompt", "max_prompt_len", 
 def program_key(c: ConfigDict) -> str:
   """What decides the compiled programs: stages with equal keys compile to the same programs."""
   # The optimizer's settings change values, not buffers (AdamW state is the same for every schedule).
+  from granite_jax.plan.programs import reward_model_of
+  rm = reward_model_of(c) if c.get("rl") else None  # RLHF also compiles the reward model's scoring
   parts = dict(model=c.model.to_dict(), mesh=[list(c.mesh.shape), list(c.mesh.axes)],
                train=[c.train.global_batch, c.train.seq_len, c.train.grad_accum], kind=stages.kind(c),
                clip=c.optim.clip_norm > 0, data_kind=c.data.get("kind"),
-               rl={k: v for k, v in (c.get("rl") or {}).items() if k in _RL_SHAPE_FIELDS})
+               rl={k: v for k, v in (c.get("rl") or {}).items() if k in _RL_SHAPE_FIELDS},
+               score=rm and [rm[0].to_dict(), rm[1]])
   return json.dumps(parts, sort_keys=True, default=str)
 
 

@@ -12,7 +12,10 @@ under remat) / peak; communication = FSDP all-gathers (forward, recompute,
 backward) and gradient reduce-scatter over NVLink, tensor-parallel
 all-reduces over NVLink, the data-parallel gradient all-reduce across racks
 over InfiniBand. With the latency-hiding scheduler these overlap, so
-step = max(compute, communication). An estimate, not a measurement.
+step = max(compute, communication). An RL stage scored by a reward model (RLHF) adds the scoring
+of its rollout batch (`score_time`): a forward pass of the reward model over every rollout token
+(no LM head), plus one FSDP all-gather of its weights per call, compute and communication again
+overlapped. An estimate, not a measurement.
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ class Plan:
   mfu: float
   comm_s: float
   compute_s: float
+  score_s: float = 0.0         # RLHF: scoring the rollout batch with the reward model (in step_s)
 
 
 def plan_config(c, hw: Hardware = Hardware()) -> Plan:
@@ -76,9 +80,34 @@ def plan_config(c, hw: Hardware = Hardware()) -> Plan:
   dp_in = 2 * shard * (data_in_rack - 1) / data_in_rack
   dp_ib = 2 * shard * (racks - 1) / racks
   comm_s = (fsdp_bytes + tp_bytes + cp_bytes + dp_in) / nvlink + dp_ib / (hw.ib_gbps / 8 * 1e9)
-  step_s = max(compute_s, comm_s)
-  return Plan(c.preset, c.name, mesh, racks, progs["train"], progs, model_flops, step_s,
-              model_flops / (step_s * hw.peak_flops), comm_s, compute_s)
+  score_flops, score_s = score_time(c, hw) if c.get("rl") and "score" in progs else (0.0, 0.0)
+  step_s = max(compute_s, comm_s) + score_s
+  flops_dev = model_flops + score_flops
+  return Plan(c.preset, c.name, mesh, racks, progs["train"], progs, flops_dev, step_s,
+              flops_dev / (step_s * hw.peak_flops), comm_s, compute_s, score_s)
+
+
+def score_time(c, hw: Hardware = Hardware()) -> tuple[float, float]:
+  """(FLOPs per device, seconds) of scoring an RL step's rollouts with its reward model
+  (rl/rm_scorer.py): every sequence taken at full length (packing leaves no padding but the last
+  call's), the forward pass without the LM head, `score_rows` rows a call."""
+  from granite_jax.plan.memory import dtype_bytes
+  from granite_jax.plan.programs import reward_model_of
+  from granite_jax.rl.reward_model import score_rows
+  rm_cfg, T = reward_model_of(c)
+  mesh = stages.mesh_sizes(c)
+  dp = mesh.get("data", 1) * mesh.get("fsdp", 1)
+  tp, cp, fs = mesh.get("tensor", 1), mesh.get("context", 1), mesh.get("fsdp", 1)
+  tokens = c.train.global_batch * c.train.seq_len
+  calls = -(-tokens // (score_rows(c, dp) * T))
+  per_token = 2 * (flops.matmul_params(rm_cfg) - rm_cfg.d_model * rm_cfg.vocab_size) \
+      + flops.attention_flops_per_token(rm_cfg, min(T, c.train.seq_len)) / 3  # forward only
+  flops_dev = per_token * tokens / (dp * tp * cp)
+  pb, ab = dtype_bytes(rm_cfg.param_dtype), dtype_bytes(rm_cfg.dtype)
+  gather = calls * rm_cfg.num_params() / tp * pb * (fs - 1) / fs
+  tp_bytes = 2 * rm_cfg.n_layers * tokens / (dp * cp) * rm_cfg.d_model * ab * 2 * (tp - 1) / tp
+  comm = (gather + tp_bytes) / (hw.nvlink_gbs * 1e9)
+  return flops_dev, max(flops_dev / hw.peak_flops, comm)
 
 
 def plan(stage: str, preset: str, racks: int | None = None, hw: Hardware = Hardware()) -> Plan:

@@ -1,17 +1,23 @@
 """Every jitted program of a stage, at its real shapes, from abstract inputs; and the planner's
 estimate of each. Nothing is allocated: inputs are `jax.ShapeDtypeStruct`s carrying the stage's
-shardings, and `Program.lower()` only traces. The builders are the ones the runs use
-(train/step.py, rl/step.py, infer/sampler.py); the reward model's step and scoring follow
-rl/reward_model_train.py and rl/reward_model.py with the batch split over the data axes.
+shardings, and `Program.lower()` only traces. Each program is built the way its trainer builds
+it, from the same public pieces: the step functions (train/step.py `train_step`, rl/step.py
+`rl_train_step`, rl/reward_model_train.py `rm_step`) jitted by the run scaffold's `session.jit_step`,
+and the factories `make_sampler`, `rl_step.jit_logprobs` and `reward_model.jit_rm_score`.
+tests/plan/test_programs_match.py checks that the lowered text equals what the trainers run.
 
 Per stage kind: pretraining, LCE and SFT: `train`; reward model: `train` (Bradley-Terry on
-chosen + rejected rows) and `score` (a rollout batch through the scalar head); RL: `train`
+chosen + rejected rows) and `score` (its scoring call at the RLHF stage's shape); RL: `train`
 (GRPO/DAPO step), `rollout` (prefill + decode with the KV cache, `samples_per_prompt` rows per
-prompt), `logprobs` (old / reference log-probs of the rollout batch in train layout).
+prompt), `logprobs` (old / reference log-probs of the rollout batch in train layout), and for a
+stage scored by a reward model (RLHF) `score`: one call of rl/rm_scorer.py's packed rows.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
+import types
 from typing import Callable
 
 from ml_collections import ConfigDict
@@ -29,11 +35,42 @@ class Program:
   lower: Callable[[], object]      # -> jax.stages.Lowered
   estimate: mem_lib.Memory         # the planner's per-device bytes
   shapes: str                      # what it runs on, for the printout
+  args: tuple = ()                 # the abstract arguments it is lowered with
 
 
 def cpu_model(c: ConfigDict):
-  cfg = stages.model(c)
+  return on_cpu(stages.model(c))
+
+
+def on_cpu(cfg):
   return dataclasses.replace(cfg, attention_impl=CPU_IMPL.get(cfg.attention_impl, cfg.attention_impl))
+
+
+def reward_model_of(c: ConfigDict):
+  """(ModelConfig, row length) of the reward model an RL stage scores with, or None. Its workdir's
+  (rl.reward_model) when it exists; else, for RLHF's chat prompts, one the size of the policy at
+  the stage's context (configs/reward_model.py trains it from the same SFT checkpoint)."""
+  from granite_jax.rl.reward_model import read_rm_config
+  rl = c.get("rl") or {}
+  wd = rl.get("reward_model", "")
+  if wd and os.path.isfile(os.path.join(wd, "model_config.json")):
+    cfg, T = read_rm_config(wd)
+    return on_cpu(cfg), T
+  if wd or rl.get("demo_tasks") == "chat":
+    return cpu_model(c), c.train.seq_len
+  return None
+
+
+def _batch_shards(c: ConfigDict) -> int:
+  sizes = stages.mesh_sizes(c)
+  return sizes.get("data", 1) * sizes.get("fsdp", 1)  # the act_batch axes (sharding/rules.py)
+
+
+def _rlhf(c: ConfigDict) -> ConfigDict:
+  """The RLHF stage at `c`'s preset: whose rollouts a reward model scores."""
+  import importlib
+  stages._configs()
+  return importlib.import_module("configs.rlhf").get_config(c.preset)
 
 
 def _abstract_state(cfg, mesh, tx):
@@ -67,9 +104,16 @@ def _lower(jitted, mesh, *args):
   return go
 
 
+def _program(name, jitted, mesh, args, est, shapes) -> Program:
+  return Program(name, _lower(jitted, mesh, *args), est, shapes, tuple(args))
+
+
 def train_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
   import jax.numpy as jnp
 
+  from granite_jax.model import Granite
+  from granite_jax.ops import context_parallel as cp
+  from granite_jax.train import session
   from granite_jax.train import step as step_lib
   tx, schedule = _optimizer(c)
   state, shardings = _abstract_state(cfg, mesh, tx)
@@ -77,10 +121,29 @@ def train_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
   bs = step_lib.batch_sharding(mesh)
   keys = ("tokens", "segment_ids", "positions") + (("loss_mask",) if c.data.get("kind") == "sft" else ())
   batch = {k: _sds((B, T), jnp.int32, bs) for k in keys}
-  fn = step_lib.jit_train_step(cfg, mesh, tx, schedule, shardings, acc).jitted
+  # train/loop.py's trainer: its step function, jitted by the run scaffold.
+  shards = cp.context_size(mesh)[1] if cfg.attention_impl in ("ring", "allgather") else 1
+  step_fn = functools.partial(step_lib.train_step, model=Granite(cfg), tx=tx, schedule=schedule,
+                              grad_accum=acc, context_shards=shards)
+  fn = session.jit_step(step_fn, mesh, shardings, bs).jitted
   est = mem_lib.train_memory(cfg, stages.mesh_sizes(c), B, T, acc)
   shapes = f"{B} x {T}" + (f", {acc} micro" if acc > 1 else "")
-  return [Program("train", _lower(fn, mesh, state, batch), est, shapes)]
+  return [_program("train", fn, mesh, (state, batch), est, shapes)]
+
+
+def score_program(c: ConfigDict, mesh, rm_cfg, T: int, rows: int, rollouts: int) -> Program:
+  """One scoring call of rl/rm_scorer.py: `rows` packed rows of T tokens."""
+  import jax
+  import jax.numpy as jnp
+
+  from granite_jax.ckpt.manager import abstract_like
+  from granite_jax.rl import reward_model as rm_lib
+  abstract = jax.eval_shape(lambda: rm_lib.init_rm_params(rm_cfg, jax.random.PRNGKey(0)))
+  params = abstract_like(abstract, rm_lib.rm_param_shardings(rm_cfg, mesh))
+  tok = _sds((rows, T), jnp.int32, rm_lib.batch_sharding(mesh))
+  est = mem_lib.forward_memory(rm_cfg, stages.mesh_sizes(c), rows, T, logits=False)
+  return _program("score", rm_lib.jit_rm_score(rm_cfg, mesh).jitted, mesh, (params, tok, tok, tok), est,
+                  f"{rollouts} rollouts packed, {rows} x {T} a call")
 
 
 def rl_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
@@ -88,8 +151,11 @@ def rl_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
   from jax.sharding import NamedSharding, PartitionSpec as P
 
   from granite_jax.infer.sampler import make_sampler
+  from granite_jax.model import Granite
   from granite_jax.rl import step as rl_step
+  from granite_jax.rl.reward_model import batch_shards, score_rows
   from granite_jax.sharding.rules import rules_for
+  from granite_jax.train import session
   rl, sizes = c.rl, stages.mesh_sizes(c)
   tx, schedule = _optimizer(c)
   state, shardings = _abstract_state(cfg, mesh, tx)
@@ -100,11 +166,13 @@ def rl_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
   batch["advantages"] = _sds((B,), jnp.float32, sh["advantages"])
   loss_kw = dict(eps_low=rl.eps_low, eps_high=rl.eps_high, kl_coef=rl.kl_coef, agg=rl.agg,
                  dual_clip=rl.dual_clip or None)
-  train = rl_step.jit_rl_train_step(cfg, mesh, tx, schedule, shardings, loss_kw=loss_kw,
-                                    temperature=rl.temperature, grad_accum=acc).jitted
+  # rl/loop.py's trainer: its step function, jitted by the run scaffold.
+  step_fn = functools.partial(rl_step.rl_train_step, model=Granite(cfg), tx=tx, schedule=schedule,
+                              loss_kw=loss_kw, temperature=rl.temperature, grad_accum=acc)
+  train = session.jit_step(step_fn, mesh, shardings, sh).jitted
   # The RL loss reads full [b, t, V] log-probs (rl/loss.py), not the chunked cross-entropy.
   train_est = mem_lib.train_memory(dataclasses.replace(cfg, loss_chunk=0), sizes, B, T, acc)
-  progs = [Program("train", _lower(train, mesh, state, batch), train_est, f"{B} x {T}, {acc} micro")]
+  progs = [_program("train", train, mesh, (state, batch), train_est, f"{B} x {T}, {acc} micro")]
 
   params = state.params
   Pn, N, G = rl.prompts_per_step, rl.max_response_len, rl.samples_per_prompt
@@ -119,71 +187,47 @@ def rl_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
   args = (params, _sds((Pn, rl.max_prompt_len), jnp.int32, row), _sds((Pn,), jnp.int32, rows_),
           _sds((2,), jnp.uint32, rep), _sds((), jnp.float32, rep), _sds((), jnp.float32, rep),
           _sds((), jnp.int32, rep))
-  progs.append(Program("rollout", _lower(jitted, mesh, *args),
-                       mem_lib.sampler_memory(cfg, sizes, Pn * G, rl.max_prompt_len, N),
-                       f"{Pn} prompts x {G} samples, {rl.max_prompt_len} + {N} tokens"))
+  progs.append(_program("rollout", jitted, mesh, args,
+                        mem_lib.sampler_memory(cfg, sizes, Pn * G, rl.max_prompt_len, N),
+                        f"{Pn} prompts x {G} samples, {rl.max_prompt_len} + {N} tokens"))
   logp = rl_step.jit_logprobs(cfg, mesh, shardings.params, rl.temperature).jitted
   layout = {k: batch[k] for k in ("tokens", "segment_ids", "positions")}
-  progs.append(Program("logprobs", _lower(logp, mesh, params, layout),
-                       mem_lib.forward_memory(cfg, sizes, B, T), f"{B} x {T}"))
+  progs.append(_program("logprobs", logp, mesh, (params, layout),
+                        mem_lib.forward_memory(cfg, sizes, B, T), f"{B} x {T}"))
+  rm = reward_model_of(c)
+  if rm is not None:  # RLHF: the reward model scores the rollout batch (rl/rm_scorer.py)
+    progs.append(score_program(c, mesh, *rm, score_rows(c, batch_shards(mesh)), rollouts=B))
   return progs
 
 
 def reward_model_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
-  import flax.linen as nn
   import jax
   import jax.numpy as jnp
-  import optax
-  from jax.sharding import NamedSharding, PartitionSpec as P
 
   from granite_jax.ckpt.manager import abstract_like
-  from granite_jax.rl.reward_model import bt_loss, init_rm_params, rm_scores
-  from granite_jax.sharding.rules import rules_for
+  from granite_jax.rl import reward_model_train as rm_train
+  from granite_jax.rl.reward_model import batch_shards, init_rm_params, score_rows
+  from granite_jax.train import session
   from granite_jax.train import state as state_lib
   from granite_jax.train.state import TrainState
   from granite_jax.train.step import batch_sharding
-  sizes = stages.mesh_sizes(c)
   tx, schedule = _optimizer(c)
-  rep = NamedSharding(mesh, P())
-  p_shard = {"backbone": state_lib.param_shardings(cfg, mesh), "head": {"w": rep, "b": rep}}
+  # rl/reward_model_train.py's trainer: its shardings and step function, jitted by the run scaffold.
+  job = types.SimpleNamespace(mesh=mesh, model_cfg=cfg, tx=tx, shardings=state_lib.state_shardings(cfg, mesh, tx))
+  shardings = rm_train.rm_shardings(job)
   abstract_p = jax.eval_shape(lambda: init_rm_params(cfg, jax.random.PRNGKey(0)))
-  opt_shard = optax.tree_map_params(tx, lambda _, s: s, jax.eval_shape(tx.init, abstract_p), p_shard,
-                                    transform_non_params=lambda _: rep)
-  shardings = TrainState(step=rep, params=p_shard, opt_state=opt_shard)
-  make = lambda p: TrainState(jnp.zeros((), jnp.int32), p, tx.init(p))
+  make = lambda p: TrainState(jnp.zeros((), jnp.int32), p, tx.init(p))  # noqa: E731
   state = abstract_like(jax.eval_shape(make, abstract_p), shardings)
-  rules, bs = rules_for(mesh), batch_sharding(mesh)
-
-  def loss(params, tokens, seg):
-    r = rm_scores(params, tokens, seg, cfg=cfg)
-    n = tokens.shape[0] // 2
-    return bt_loss(r[:n], r[n:])
-
-  def step_fn(state, tokens, seg):  # rl/reward_model_train.py's step
-    with nn.logical_axis_rules(rules):
-      (l, acc), g = jax.value_and_grad(loss, has_aux=True)(state.params, tokens, seg)
-    updates, opt = tx.update(g, state.opt_state, state.params)
-    new = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt)
-    return new, dict(loss=l, accuracy=acc, grad_norm=optax.global_norm(g), lr=schedule(state.step))
-
+  bs = batch_sharding(mesh)
+  step_fn = functools.partial(rm_train.rm_step, cfg=cfg, tx=tx, schedule=schedule)
+  train = session.jit_step(step_fn, mesh, shardings, bs).jitted
   rows, T = 2 * c.train.global_batch, c.train.seq_len
-  train = jax.jit(step_fn, in_shardings=(shardings, bs, bs), out_shardings=(shardings, rep),
-                  donate_argnums=(0,))
-  tok = _sds((rows, T), jnp.int32, bs)
-  no_logits = dataclasses.replace(mem_lib.train_memory(cfg, sizes, rows, T), logits=0.0)
-
-  def score_fn(params, tokens, seg):
-    with nn.logical_axis_rules(rules):
-      return rm_scores(params, tokens, seg, cfg=cfg)
-  score = jax.jit(score_fn, in_shardings=(p_shard, bs, bs), out_shardings=NamedSharding(mesh, P(bs.spec[0])))
-  # Scoring an RL step's rollouts (64 prompts x 16 samples at the RL context, configs/rl_base.py).
-  from configs.rl_base import REPORT_BATCH, REPORT_CONTEXT
-  s_tok = _sds((REPORT_BATCH, REPORT_CONTEXT), jnp.int32, bs)
-  return [Program("train", _lower(train, mesh, state, tok, tok), no_logits,
-                  f"{c.train.global_batch} pairs = {rows} x {T}"),
-          Program("score", _lower(score, mesh, state.params, s_tok, s_tok),
-                  mem_lib.forward_memory(cfg, sizes, REPORT_BATCH, REPORT_CONTEXT, logits=False),
-                  f"{REPORT_BATCH} x {REPORT_CONTEXT} rollouts")]
+  batch = {k: _sds((rows, T), jnp.int32, bs) for k in ("tokens", "segment_ids")}
+  est = estimates(c)
+  # Scoring: the RLHF stage's call shape at this model's length, on this stage's mesh.
+  rlhf = _rlhf(c)
+  return [_program("train", train, mesh, (state, batch), est["train"], f"{c.train.global_batch} pairs = {rows} x {T}"),
+          score_program(c, mesh, cfg, T, score_rows(rlhf, batch_shards(mesh)), rollouts=rlhf.train.global_batch)]
 
 
 def programs(c: ConfigDict, mesh) -> list[Program]:
@@ -200,17 +244,21 @@ def estimates(c: ConfigDict) -> dict[str, mem_lib.Memory]:
   """The planner's per-device bytes of each program, without JAX devices or compiles."""
   cfg, sizes = cpu_model(c), stages.mesh_sizes(c)
   B, T, acc = c.train.global_batch, c.train.seq_len, c.train.grad_accum
+  from granite_jax.rl.reward_model import score_rows
   if c.get("rl"):
     rl = c.rl
-    return {"train": mem_lib.train_memory(dataclasses.replace(cfg, loss_chunk=0), sizes, B, T, acc,
-                                          logit_buffers=mem_lib.RL_LOGIT_BUFFERS),
-            "rollout": mem_lib.sampler_memory(cfg, sizes,
-                                              rl.prompts_per_step * rl.samples_per_prompt,
-                                              rl.max_prompt_len, rl.max_response_len),
-            "logprobs": mem_lib.forward_memory(cfg, sizes, B, T)}
+    out = {"train": mem_lib.train_memory(dataclasses.replace(cfg, loss_chunk=0), sizes, B, T, acc,
+                                         logit_buffers=mem_lib.RL_LOGIT_BUFFERS),
+           "rollout": mem_lib.sampler_memory(cfg, sizes,
+                                             rl.prompts_per_step * rl.samples_per_prompt,
+                                             rl.max_prompt_len, rl.max_response_len),
+           "logprobs": mem_lib.forward_memory(cfg, sizes, B, T)}
+    rm = reward_model_of(c)
+    if rm is not None:
+      out["score"] = mem_lib.forward_memory(rm[0], sizes, score_rows(c, _batch_shards(c)), rm[1], logits=False)
+    return out
   if c.get("reward_model"):
-    stages._configs()
-    from configs.rl_base import REPORT_BATCH, REPORT_CONTEXT
+    rows = score_rows(_rlhf(c), _batch_shards(c))
     return {"train": dataclasses.replace(mem_lib.train_memory(cfg, sizes, 2 * B, T), logits=0.0),
-            "score": mem_lib.forward_memory(cfg, sizes, REPORT_BATCH, REPORT_CONTEXT, logits=False)}
+            "score": mem_lib.forward_memory(cfg, sizes, rows, T, logits=False)}
   return {"train": mem_lib.train_memory(cfg, sizes, B, T, acc)}
