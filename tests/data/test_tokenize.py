@@ -230,3 +230,9 @@ def test_unreadable_inputs_name_the_path(tmp_path, spec):
   (tmp_path / "x.txt").write_text("hi")
   with pytest.raises(ValueError, match="x.txt: unsupported file type"):
     build_store([str(tmp_path / "x.txt")], str(tmp_path / "store"), spec)
+
+
+@pytest.mark.slow
+def test_demo_tokenizer_resolves_eos_and_pad(demo_tokenizer_path):
+  spec = load_tokenizer_spec(demo_tokenizer_path)  # a bare tokenizer.json, as the trainer passes it
+  assert (spec.eos_id, spec.pad_id) == (1, 0)  # <|end_of_text|>, <|pad|>
