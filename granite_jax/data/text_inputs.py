@@ -72,11 +72,12 @@ def _resolve_one(spec: str) -> list[InputFile]:
   remote = is_remote(spec)
   supported = lambda info: info.get("type") == "file" and file_format(info["name"]) is not None
   if any(c in root for c in _GLOB_CHARS):
-    infos = [fs.info(p) for p in fs.glob(root)]
-    infos = [i for d in infos for i in ([d] if d.get("type") == "file" else fs.find(d["name"], detail=True).values())]
-    what = "glob matches no"
-    if not infos:
+    matches = list(fs.glob(root, detail=True).values())  # one listing, not a request per match
+    if not matches:
       raise FileNotFoundError(f"{spec}: no such file, directory or glob match")
+    infos = [i for m in matches
+             for i in ([m] if m.get("type") == "file" else fs.find(m["name"], detail=True).values())]
+    what = "glob matches no"
   elif fs.isfile(root):
     info = fs.info(root)
     if file_format(root) is None:

@@ -96,10 +96,14 @@ class _Encoder:
       for t, trainable in segs:
         char_mask[pos:pos + len(t)] = trainable
         pos += len(t)
+      if not enc.ids:
+        continue  # nothing to train on, and a document is never empty
       starts = np.array([s for s, _ in enc.offsets], np.int64).reshape(-1)
       tokens.append(np.asarray(enc.ids, np.int32))
       masks.append(char_mask[starts].astype(np.uint8))
     lengths = np.array([len(t) for t in tokens], np.int64)
+    if not tokens:
+      return np.zeros(0, np.int32), lengths, np.zeros(0, np.uint8)
     return np.concatenate(tokens), lengths, np.concatenate(masks)
 
 
@@ -289,7 +293,8 @@ def main(argv: list[str]) -> int:
   p.add_argument("--tokenizer", required=True, help="tokenizer.json or a Hugging Face tokenizer folder")
   p.add_argument("--kind", choices=KINDS, default="text")
   p.add_argument("--text_field", default="text", help="JSON field / Parquet column of the text")
-  p.add_argument("--processes", type=int, default=1, help="local worker processes")
+  p.add_argument("--processes", type=int, default=1,
+                 help="local worker processes (one per core is fastest: each parses its own files)")
   p.add_argument("--process_index", type=int, default=_env_int("SLURM_PROCID", 0))
   p.add_argument("--process_count", type=int, default=_env_int("SLURM_NTASKS", 1))
   p.add_argument("--on_bad_record", choices=ON_BAD_RECORD, default="raise")

@@ -236,3 +236,14 @@ def test_unreadable_inputs_name_the_path(tmp_path, spec):
 def test_demo_tokenizer_resolves_eos_and_pad(demo_tokenizer_path):
   spec = load_tokenizer_spec(demo_tokenizer_path)  # a bare tokenizer.json, as the trainer passes it
   assert (spec.eos_id, spec.pad_id) == (1, 0)  # <|end_of_text|>, <|pad|>
+
+
+def test_inputs_resolve_globs_directories_and_duplicates_once(tmp_path):
+  from granite_jax.data.text_inputs import resolve_inputs
+  a = write_input(str(tmp_path / "in" / "a.jsonl"), DOCS)
+  b = write_input(str(tmp_path / "in" / "deep" / "b.parquet"), DOCS)
+  (tmp_path / "in" / "notes.txt").write_text("ignored inside a directory")
+  found = resolve_inputs([str(tmp_path / "in" / "**" / "*.parquet"), str(tmp_path / "in"), a])
+  assert [(f.path, f.size) for f in found] == [(a, os.path.getsize(a)), (b, os.path.getsize(b))]
+  with pytest.raises(FileNotFoundError, match="glob matches no"):
+    resolve_inputs([str(tmp_path / "in" / "*.txt")])
