@@ -2,8 +2,8 @@
 
 The `tiny` default runs anywhere on the built-in demo corpus. The real sizes
 keep the same recipe and expect the user to point `data.sources.<domain>` at
-real data (ArrayRecord, JSONL or Parquet) and `data.tokenizer` at a
-tokenizer.json.
+token stores (or text: ArrayRecord, JSONL or Parquet) and `data.tokenizer` at a
+tokenizer.json or Hugging Face tokenizer directory.
 """
 from ml_collections import ConfigDict
 
@@ -40,9 +40,15 @@ def get_config(arg: str | None = None) -> ConfigDict:
   # "" means the built-in demo corpus for that domain (fine for `tiny`, not for real runs).
   c.data.sources = ConfigDict({d: "" for d in DOMAINS})
   c.data.eval_sources = ConfigDict({d: "" for d in DOMAINS})  # held-out data for real sources
-  c.data.tokenizer = ""        # path to tokenizer.json; "" = demo BPE tokenizer
-  c.data.cache_dir = ""        # demo corpus/tokenizer cache; "" = ~/.cache/granite_jax
+  # A source is a token store (`python -m granite_jax.data.tokenize`, local, s3:// or gs://) or text
+  # (JSONL(.gz/.zst), Parquet, ArrayRecord files, dirs, globs), tokenized into a store in the cache once.
+  c.data.tokenizer = ""        # tokenizer.json or a Hugging Face tokenizer dir; "" = demo BPE tokenizer
+  c.data.eos_token = ""        # "" = from the tokenizer's own config (tokenizer_config.json)
+  c.data.pad_token = ""
+  c.data.text_field = "text"   # the JSON field / Parquet column of text sources
+  c.data.cache_dir = ""        # demo corpus, tokenizer and text-source stores; "" = ~/.cache/granite_jax
   c.data.on_bad_record = "raise"  # or "skip"
+  c.data.seed = -1             # the data order's seed; -1 = from train.seed and the stage name (per phase)
   c.data.kind = "pretrain"     # or "sft" (chat conversations, configs/sft.py)
 
   c.train = ConfigDict()

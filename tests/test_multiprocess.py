@@ -1,13 +1,10 @@
-"""Multi-host for real on one machine: 2 processes x 4 fake CPU devices (jax.distributed + gloo).
-
-Trains the tiny model on a (data=2, fsdp=2, tensor=2) mesh that spans both
-processes, checkpoints (each process writes its array shards and its Grain
-iterator position), restarts both processes and resumes. The losses must
-equal a single-process 8-device run that trains on the same global batches:
-process p of 2 reads data shard p, and the global batch is the processes'
-rows in process order, so the reference concatenates the two shards' batches.
+"""Multi-host for real on one machine (jax.distributed + gloo): the same mesh split into 1 x 4,
+2 x 2 and 4 x 1 processes x devices trains on the same global batches (each process reads only its
+devices' rows of the one global order), and a checkpoint written on one split resumes on another,
+continuing exactly where an uninterrupted run would.
 """
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -15,78 +12,71 @@ import pytest
 from launch import local
 from tests.launcher import metrics
 
-STEPS, FIRST = 8, 4
-OVERRIDES = {"train.log_every": 1, "ckpt.every_steps": 4, "train.eval_batches": 0, "train.seq_len": 64,
-             "model.n_layers": 2, "mesh.shape": (2, 2, 2),
-             "mesh.dcn_shape": (2, 1, 1)}  # hybrid mesh: `data` spans the processes (process-as-granule)
+STEPS, FIRST = 6, 3
+OVERRIDES = {"train.log_every": 1, "ckpt.every_steps": FIRST, "train.eval_batches": 0, "train.seq_len": 32,
+             "model.n_layers": 1, "model.d_model": 32, "model.d_ff": 64, "mesh.shape": (4, 1, 1),
+             "ckpt.async_save": False}
 
 
-def flags(workdir, cache, steps):
-  out = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
-  return ["--config=configs/phase2.py", f"--workdir={workdir}", f"--config.data.cache_dir={cache}",
-          f"--config.train.steps={steps}", *out]
-
-
-def run_two_processes(workdir, cache, steps):
+def run(workdir, cache, steps, processes):
+  flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+  args = ["--config=configs/phase2.py", f"--workdir={workdir}", f"--config.data.cache_dir={cache}",
+          f"--config.train.steps={steps}", *flags]
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  procs = local.start(2, flags(workdir, cache, steps), devices=4, capture_main=True,
-                      log_dir=os.path.join(workdir, "local_logs"), base_env=env)
+  log_dir = os.path.join(workdir, f"logs_{processes}x{4 // processes}_{steps}")
+  procs = local.start(processes, args, devices=4 // processes, capture_main=True, log_dir=log_dir, base_env=env)
   rc = local.wait(procs, timeout=600)
   logs = []
-  for i in range(2):
-    with open(os.path.join(workdir, "local_logs", f"process_{i}.log")) as f:
+  for i in range(processes):
+    with open(os.path.join(log_dir, f"process_{i}.log")) as f:
       logs.append(f.read())
   assert rc == 0, "\n".join(log[-3000:] for log in logs)
+  assert f"{processes} process(es)" in logs[0]
   return logs
 
 
-def reference_losses(cache, steps):
-  """One process, 8 devices, same mesh; batch = concat(shard 0 rows, shard 1 rows)."""
-  import jax
+def losses(workdir):
+  m = metrics(workdir)
+  assert [r["step"] for r in m] == list(range(1, len(m) + 1))
+  return [r["loss"] for r in m]
 
-  from configs import phase2
-  from granite_jax.data import pipeline
-  from granite_jax.train import loop
-  from granite_jax.train import state as state_lib
-  from granite_jax.train import step as step_lib
 
-  c = phase2.get_config()
-  c.data.cache_dir, c.train.steps = cache, steps
-  for k, v in OVERRIDES.items():
-    section, field = k.split(".")
-    c[section][field] = v
-  c.mesh.dcn_shape = ()  # one process: a flat mesh of the same (2, 2, 2) shape
-  job = loop.build(c)
-  its = [pipeline.make_iterator(c.data, seq_len=c.train.seq_len, batch_size=c.train.global_batch // 2,
-                                seed=c.train.seed, split="train", process_index=p, process_count=2)
-         for p in range(2)]
-  state = state_lib.make_init_fn(job.model_cfg, job.tx, job.shardings)(jax.random.PRNGKey(c.train.seed))
-  train_fn = step_lib.jit_train_step(job.model_cfg, job.mesh, job.tx, job.schedule, job.shardings)
-  bs = step_lib.batch_sharding(job.mesh)
-  out = []
-  for _ in range(steps):
-    parts = [next(it) for it in its]
-    batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    state, m = train_fn(state, loop.to_global(batch, bs))
-    out.append(float(m["loss"]))
-  return out
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, demo_cache_dir):
+  """1 process x 4 devices, uninterrupted (its step-FIRST checkpoint kept for the resume tests)."""
+  wd = str(tmp_path_factory.mktemp("mp") / "ref")
+  run(wd, demo_cache_dir, STEPS, 1)
+  return wd, losses(wd)
+
+
+# Same arithmetic up to the order of cross-process (gloo) vs in-process reductions.
+def _close(got, want):
+  np.testing.assert_allclose(got, want, rtol=2e-6, atol=0)
 
 
 @pytest.mark.slow
-def test_two_processes_checkpoint_resume_match_single_process(tmp_path, demo_cache_dir):
-  wd = str(tmp_path / "mp")
-  logs = run_two_processes(wd, demo_cache_dir, FIRST)
-  assert "2 process(es)" in logs[0] and "(data=2, fsdp=2, tensor=2) on 8 cpu" in logs[0]
-  step_dir = os.path.join(wd, "ckpt", str(FIRST))
-  for p in range(2):  # each process wrote its own shards and its own iterator position
-    assert os.path.exists(os.path.join(step_dir, "data_iter", f"process_{p}-of-2.json"))
-    assert os.path.isdir(os.path.join(step_dir, "state", f"ocdbt.process_{p}"))
+def test_process_splits_give_the_same_losses_and_resume_across_them(reference, tmp_path, demo_cache_dir):
+  ref_dir, want = reference
+  assert len(want) == STEPS
 
-  logs = run_two_processes(wd, demo_cache_dir, STEPS)  # both processes restart and resume
-  assert f"resumed from step {FIRST}" in logs[0]
-  got = [m["loss"] for m in metrics(wd)]
-  assert [m["step"] for m in metrics(wd)] == list(range(1, STEPS + 1))
+  # 2 x 2 from scratch to FIRST, then resumed on 1 x 4 to the end.
+  wd = str(tmp_path / "two_then_one")
+  run(wd, demo_cache_dir, FIRST, 2)
+  _close(losses(wd), want[:FIRST])
+  logs = run(wd, demo_cache_dir, STEPS, 1)
+  assert f"resumed from step {FIRST}" in logs[0] and "damaged" not in logs[0]
+  _close(losses(wd), want)
 
-  want = reference_losses(demo_cache_dir, STEPS)
-  # Same arithmetic up to the order of cross-process (gloo) vs in-process reductions.
-  np.testing.assert_allclose(got, want, rtol=2e-6, atol=0)
+  # The 1 x 4 checkpoint of step FIRST resumed on 2 x 2.
+  wd = str(tmp_path / "one_then_two")
+  shutil.copytree(ref_dir, wd, ignore=shutil.ignore_patterns("logs_*"))
+  shutil.rmtree(os.path.join(wd, "ckpt", str(STEPS)))
+  shutil.rmtree(os.path.join(wd, "ckpt", "integrity", str(STEPS)), ignore_errors=True)
+  logs = run(wd, demo_cache_dir, STEPS, 2)
+  assert f"resumed from step {FIRST}" in logs[0] and "damaged" not in logs[0]
+  _close(losses(wd), want)
+
+  # 4 x 1.
+  wd = str(tmp_path / "four")
+  run(wd, demo_cache_dir, FIRST, 4)
+  _close(losses(wd), want[:FIRST])

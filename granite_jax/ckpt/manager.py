@@ -1,9 +1,9 @@
-"""Orbax checkpoints of the train state and the data position, saved together.
+"""Orbax checkpoints of the train state.
 
-Each step directory holds two items: `state` (TrainState, restored straight
-into its shardings) and `data_iter` (the Grain iterator position, or any
-object with get_state()/set_state(bytes), so a resumed run sees exactly the
-batches an uninterrupted one would).
+Each step directory holds the item `state` (TrainState, restored straight into
+its shardings). No data position is saved: the data of a step is a function of
+the step (data/order.py), so any process count can resume any checkpoint.
+(Older checkpoints also hold a per-process `data_iter` item; it is not read.)
 Saves are asynchronous; Orbax writes into a temporary directory and renames
 it on commit, so a checkpoint interrupted mid-write is never picked up.
 Once committed, each process records the size and checksum of the files it
@@ -18,7 +18,6 @@ import errno
 import os
 from typing import Any
 
-import grain
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
@@ -47,13 +46,11 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._mgr.all_steps())
 
-  def save(self, step: int, state: Any, data_iter: Any | None = None, *, force: bool = True) -> bool:
+  def save(self, step: int, state: Any, *, force: bool = True) -> bool:
     """Starts saving `step` (asynchronous unless async_save=False); CheckpointError names the place."""
     self._seal()  # the previous async save has committed by now (Orbax waits for it anyway)
     integrity.drop_manifest(self.directory, step, jax.process_index(), jax.process_count())
     items = dict(state=ocp.args.StandardSave(state))
-    if data_iter is not None:
-      items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
     try:
       if os.environ.get("GRANITE_FAULT_SAVE_FAIL_STEP") == str(step):  # test hook: a disk that refuses
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + " (GRANITE_FAULT_SAVE_FAIL_STEP)",
@@ -69,12 +66,10 @@ class Checkpointer:
       raise CheckpointError(f"saving checkpoint step {step} to {self.directory} failed: "
                             f"{type(e).__name__}: {e}; older steps are untouched") from e
 
-  def restore(self, step: int, abstract_state: Any, data_iter: Any | None = None) -> Any:
-    """Restores into `abstract_state`'s shardings; advances `data_iter` in place."""
+  def restore(self, step: int, abstract_state: Any) -> Any:
+    """Restores into `abstract_state`'s shardings."""
     self.check(step)
     items = dict(state=ocp.args.StandardRestore(abstract_state))
-    if data_iter is not None:
-      items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
     try:
       return self._mgr.restore(step, args=ocp.args.Composite(**items)).state
     except Exception as e:  # noqa: BLE001 - any read failure means this step is unusable
@@ -85,16 +80,11 @@ class Checkpointer:
     """Raises CheckpointError on every process when any process finds the step damaged."""
     check_step(self.directory, step, checksums=self.checksums)
 
-  def restore_latest_good(self, abstract_state: Any, make_data_iter) -> tuple[int, Any, Any] | None:
-    """Newest step that restores cleanly, falling back past damaged ones.
-
-    `make_data_iter()` gives a fresh iterator per attempt (a failed restore may
-    have moved the previous one). Returns (step, state, data_iter) or None.
-    """
+  def restore_latest_good(self, abstract_state: Any) -> tuple[int, Any] | None:
+    """Newest step that restores cleanly, falling back past damaged ones: (step, state) or None."""
     for step in sorted(self.all_steps(), reverse=True):
-      it = make_data_iter()
       try:
-        return step, self.restore(step, abstract_state, it), it
+        return step, self.restore(step, abstract_state)
       except CheckpointError as e:
         logging.error("%s; falling back to an older checkpoint", e)
         print(f"granite_jax: {e}; falling back to an older checkpoint", flush=True)

@@ -42,6 +42,9 @@ def _supported(path: str) -> bool:
 
 
 def path_exists(path: str) -> bool:
+  """Local paths are checked here; `s3://` / `gs://` ones when the run opens them (data/store.py)."""
+  if "://" in path:
+    return True
   path = os.path.expanduser(path)
   return os.path.exists(path) or bool(glob.glob(path, recursive=True))
 

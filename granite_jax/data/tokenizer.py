@@ -82,15 +82,24 @@ def load_tokenizer(path: str) -> tokenizers.Tokenizer:
     raise ValueError(f"cannot load tokenizer file {path!r}: {e}") from e
 
 
-def get_tokenizer(data_cfg: Any) -> tokenizers.Tokenizer:
-  """`data.tokenizer`, or the demo BPE trained on the demo corpus when it is ""."""
+def tokenizer_path(data_cfg: Any) -> str:
+  """`data.tokenizer` (a tokenizer.json or a Hugging Face tokenizer directory), or the path of the
+  demo BPE trained on the demo corpus when it is ""."""
   from granite_jax.data import config, demo_corpus  # lazy: config imports grain (via sources)
   path = config.field(data_cfg, "tokenizer") or ""
   if path:
-    return load_tokenizer(path)
+    return os.path.expanduser(path)
   cache = config.cache_dir(data_cfg)
   files = demo_corpus.ensure_demo_corpus(cache, "train")
-  return load_tokenizer(train_demo_tokenizer(cache, files, DEMO_VOCAB_SIZE))
+  return train_demo_tokenizer(cache, files, DEMO_VOCAB_SIZE)
+
+
+def get_tokenizer(data_cfg: Any) -> tokenizers.Tokenizer:
+  """`data.tokenizer`, or the demo BPE trained on the demo corpus when it is ""."""
+  path = tokenizer_path(data_cfg)
+  if os.path.isdir(path):  # a Hugging Face tokenizer directory
+    path = os.path.join(path, "tokenizer.json")
+  return load_tokenizer(path)
 
 
 def special_token_id(tok: tokenizers.Tokenizer, name: str) -> int:

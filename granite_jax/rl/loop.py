@@ -123,7 +123,7 @@ def trainer(job, tok) -> session.Trainer:
 
   return session.Trainer(
       step_fn=step_fn, batch_shardings=rl_step.rl_batch_shardings(job.mesh),
-      make_data=lambda: session.Position(next=0), next_batch=next_batch,
+      make_data=lambda step, stop_requested: session.Position(next=step), next_batch=next_batch,
       fresh_state=lambda: train_loop.fresh_state(job),
       evaluate=lambda params: rollout_lib.evaluate(params, eval_tasks, sample_fn=greedy_fn, tok=tok,
                                                    rewards=rewards, rl=rl),

@@ -130,7 +130,8 @@ def trainer(job, tok) -> session.Trainer:
 
   return session.Trainer(
       step_fn=lambda state, batch: rm_step(state, batch, cfg=cfg, tx=job.tx, schedule=job.schedule),
-      batch_shardings=rows, make_data=lambda: session.Position(next=0), next_batch=next_batch,
+      batch_shardings=rows, make_data=lambda step, stop_requested: session.Position(next=step),
+      next_batch=next_batch,
       fresh_state=fresh_state, state_shardings=shardings,
       abstract_state=abstract_like(jax.eval_shape(make, abstract_p), shardings),
       evaluate=lambda p: dict(zip(("eval_loss", "eval_accuracy"), map(float, eval_fn(p, held_rows)))),

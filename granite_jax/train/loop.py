@@ -1,9 +1,11 @@
 """The pretraining trainer (every pretraining phase, LCE and SFT) on the run scaffold (session.py).
 
 `run(config, workdir)` is the one Python entry point (the launcher and the notebook both call
-it). Rerunning with the same workdir resumes from the newest checkpoint, data position included.
-What is particular to pretraining: the mixture (or chat, for SFT) Grain pipeline, the LM step,
-held-out loss, tokens/s and MFU, and the end-of-stage model merge (LCE).
+it). Rerunning with the same workdir resumes from the newest checkpoint; the data of a step is a
+function of the step (data/order.py), so the resume is exact on any process count.
+What is particular to pretraining: the global order over token stores (the mixture, or chat
+conversations for SFT), the LM step, held-out loss, tokens/s and MFU, per-domain epochs, and the
+end-of-stage model merge (LCE).
 """
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ from ml_collections import ConfigDict
 
 from granite_jax import flops
 from granite_jax.ckpt.manager import abstract_like, restore_params
+from granite_jax.data import batches as batches_lib
+from granite_jax.data import order as order_lib
 from granite_jax.data import pipeline
-from granite_jax.data.sources import skipped_records
 from granite_jax.model import Granite
 from granite_jax.ops import context_parallel as cp
 from granite_jax.train import session
@@ -26,22 +29,18 @@ from granite_jax.train import step as step_lib
 from granite_jax.train.session import Job, build, to_global, total_steps, write_run_files  # noqa: F401 (API)
 
 
-def data_iterator(c: ConfigDict, local_batch: int, split: str):
-  """The pretraining mixture pipeline, or the chat (SFT) pipeline when data.kind == "sft"."""
-  if c.data.get("kind", "pretrain") == "sft":
-    from granite_jax.data.chat_pipeline import make_iterator
-    epochs = c.train.get("epochs", 0) or None
-  else:
-    make_iterator, epochs = pipeline.make_iterator, None
-  return make_iterator(c.data, seq_len=c.train.seq_len, batch_size=local_batch, seed=c.train.seed,
-                       split=split, process_index=jax.process_index(), process_count=jax.process_count(),
-                       num_epochs=epochs if split == "train" else None)
+def make_order(c: ConfigDict, split: str) -> order_lib.GlobalOrder:
+  """The global order of the run's training rows (or held-out rows) over its token stores."""
+  return pipeline.make_order(c.data, seq_len=c.train.seq_len, seed=pipeline.data_seed(c), split=split)
 
 
-def data_line(c: ConfigDict) -> str:
+def data_line(c: ConfigDict, order: order_lib.GlobalOrder, steps: int) -> str:
+  seed = f"data seed {pipeline.data_seed(c)}"
   if c.data.get("kind", "pretrain") == "sft":
-    return f"sft conversations from {c.data.sft.sources or 'the demo SFT set'}, {c.train.get('epochs', 0) or 'unlimited'} epoch(s)"
-  return ", ".join(f"{d} {w:.1%}" for d, w in pipeline.mixture_weights(c.data).items())
+    rows = order.sources[0].rows_per_epoch(0)
+    return (f"sft conversations from {c.data.sft.sources or 'the demo SFT set'}: {rows:,} packed rows per "
+            f"epoch, {c.train.get('epochs', 0) or 'unlimited'} epoch(s); {seed}")
+  return f"{pipeline.describe(order, steps, c.train.global_batch)}; {seed}"
 
 
 def fresh_state(job: Job) -> tuple[state_lib.TrainState, str]:
@@ -55,12 +54,14 @@ def fresh_state(job: Job) -> tuple[state_lib.TrainState, str]:
   return init(jax.random.PRNGKey(c.train.seed)), "fresh init"
 
 
-def evaluate(job: Job, eval_fn, params) -> dict:
-  it = data_iterator(job.config, job.local_batch, "eval")
+def evaluate(job: Job, eval_fn, params, order: order_lib.GlobalOrder) -> dict:
+  """Held-out loss on the first train.eval_batches batches of the eval order (the same every time)."""
+  B = job.config.train.global_batch
   bs = step_lib.batch_sharding(job.mesh)
+  rows = batches_lib.local_rows(bs, B, job.config.train.seq_len)
   loss_sum = n = 0.0
-  for _ in range(job.config.train.eval_batches):
-    out = jax.device_get(eval_fn(params, to_global(next(it), bs)))
+  for b in range(job.config.train.eval_batches):
+    out = jax.device_get(eval_fn(params, batches_lib.to_global(order.batch(b, B, rows), rows, bs, B)))
     loss_sum += float(out["loss_sum"])
     n += float(out["n_tokens"])
   return dict(eval_loss=loss_sum / max(n, 1.0))
@@ -74,6 +75,25 @@ def trainer(job: Job) -> session.Trainer:
                               grad_accum=c.train.grad_accum, context_shards=shards)
   eval_fn = step_lib.jit_eval_step(cfg, job.mesh, job.shardings.params)
   flops_per_token = flops.train_flops_per_token(cfg, c.train.seq_len)
+  # Every store (train and held-out) is opened here, before the first step: a missing, partial,
+  # empty or other-tokenizer store stops the run now, naming its config field.
+  order = make_order(c, "train")
+  eval_order = make_order(c, "eval") if c.train.eval_batches else None
+  B, bs = c.train.global_batch, step_lib.batch_sharding(job.mesh)
+  rows = batches_lib.local_rows(bs, B, c.train.seq_len)
+  watch = order_lib.EpochWatch()
+  watch.news(order.epochs(0))
+
+  stop = job.steps
+  if c.data.get("kind", "pretrain") == "sft" and c.train.get("epochs", 0):  # data ends with the epochs
+    stop = min(stop, order.sources[0].rows_in_epochs(c.train.epochs) // B)
+
+  def make_data(step, stop_requested):
+    return batches_lib.Loader(order, B, rows, step, stop, stop_requested=stop_requested)
+
+  def next_batch(state, loader, step):
+    local = loader.get(step)
+    return batches_lib.to_global(local, rows, bs, B), {"data_wait_sec": loader.wait_s}
 
   def record(s, m, sec):
     tps = job.tokens_per_step / max(sec, 1e-9)
@@ -81,8 +101,11 @@ def trainer(job: Job) -> session.Trainer:
     mfu = flops.mfu(tps, flops_per_token, c.train.get("peak_flops", 0.0) * jax.device_count())
     if mfu is not None:  # needs train.peak_flops (per device); 0 = unknown
       out["mfu"] = mfu
-    if skipped_records():
-      out["bad_records_skipped"] = skipped_records()
+    epochs = order.epochs(s * B)
+    out.update({f"epochs/{d}": e for d, e in epochs.items()})
+    for line in watch.news(epochs):
+      if jax.process_index() == 0:
+        print(f"granite_jax: step {s}: {line}", flush=True)
     return out
 
   def done_line(s):
@@ -92,12 +115,10 @@ def trainer(job: Job) -> session.Trainer:
             + (f", eval loss {s['eval_loss']:.3f}" if s["eval_loss"] is not None else ""))
 
   return session.Trainer(
-      step_fn=step_fn, batch_shardings=step_lib.batch_sharding(job.mesh),
-      make_data=lambda: data_iterator(c, job.local_batch, "train"),
-      next_batch=lambda state, it, step: (next(it), {}),
+      step_fn=step_fn, batch_shardings=bs, make_data=make_data, next_batch=next_batch,
       fresh_state=lambda: fresh_state(job),
-      evaluate=lambda params: evaluate(job, eval_fn, params),
-      banner={"data": data_line(c)}, record=record, done_line=done_line,
+      evaluate=(lambda params: evaluate(job, eval_fn, params, eval_order)) if eval_order else None,
+      banner={"data": data_line(c, order, job.steps)}, record=record, done_line=done_line,
       postfix=lambda r: dict(loss=f"{r['loss']:.3f}", lr=f"{r['lr']:.2e}", tok_s=f"{r['tokens_per_sec']:,.0f}"))
 
 

@@ -7,7 +7,8 @@ way for all of them:
 - mesh + jit with explicit shardings; the step runs inside the mesh context (logical constraints
   apply) under the logical-axis rules;
 - run files (config.json, model_config.json);
-- checkpoint + resume of the train state *and* the data position, past damaged steps;
+- checkpoint + resume of the train state, past damaged steps; the data is a function of the step
+  (`make_data(step)`), so a resume needs no data state and works on any process count;
 - metrics.jsonl + TensorBoard, truncated on resume to the restored step;
 - the banner; the non-finite guard, checked one step late so dispatch stays asynchronous, and
   always before a checkpoint; preemption (SIGTERM: checkpoint, exit 42, all processes agree);
@@ -30,6 +31,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import ConfigDict
 
 from granite_jax.ckpt.manager import Checkpointer, abstract_like
+from granite_jax.data.batches import StopRequested
 from granite_jax.optim import describe_schedule, make_optimizer
 from granite_jax.sharding.mesh import mesh_from_config
 from granite_jax.sharding.jit import mesh_context
@@ -71,20 +73,11 @@ def build(config: ConfigDict) -> Job:
 
 
 class Position:
-  """A checkpointable data position for trainers whose batches are a function of it (RL prompts,
-  reward-model pairs): `state` is a JSON dict saved next to the train state, per process."""
+  """The data position of trainers whose batches are a function of it (RL prompts, reward-model
+  pairs): `state["next"]` is the step whose batch comes next."""
 
   def __init__(self, **state):
     self.state = dict(state)
-
-  def get_state(self) -> bytes:
-    return json.dumps(self.state).encode()
-
-  def set_state(self, raw: bytes) -> None:
-    self.state = json.loads(raw)
-
-  def start_prefetch(self) -> None:  # grain.checkpoint's restore calls it
-    pass
 
 
 @dataclasses.dataclass
@@ -92,8 +85,9 @@ class Trainer:
   """What one trainer supplies; everything else is the session's."""
   step_fn: Callable          # pure (state, batch) -> (state, metrics: loss, grad_norm, lr, skipped, ...)
   batch_shardings: Any       # a sharding, or a pytree of them matching a batch
-  make_data: Callable[[], Any]  # a fresh data iterator or Position (restored in place on resume)
-  next_batch: Callable       # (state, data, step) -> (batch, extra metrics); StopIteration: data ran out
+  make_data: Callable[..., Any]  # (start step, stop_requested) -> the data from that step on
+  next_batch: Callable       # (state, data, step) -> (batch, extra metrics); StopIteration: data ran out;
+                             # data.StopRequested: SIGTERM arrived while it waited for data
   fresh_state: Callable[[], tuple[Any, str]]  # no checkpoint yet: (state, how it was made)
   state_shardings: Any = None   # default: the LM TrainState shardings of the job
   abstract_state: Any = None    # default: those of state_lib.make_init_fn
@@ -180,15 +174,14 @@ def to_global(batch, shardings) -> Any:
   return jax.make_array_from_process_local_data(shardings, np.asarray(batch))
 
 
-def _initial_state(job: Job, trainer: Trainer, ckpt: Checkpointer, abstract):
-  """(state, data, how we started): newest good checkpoint, else the trainer's fresh state."""
+def _initial_state(trainer: Trainer, ckpt: Checkpointer, abstract):
+  """(state, how we started): newest good checkpoint, else the trainer's fresh state."""
   if ckpt.all_steps():
-    found = ckpt.restore_latest_good(abstract, trainer.make_data)
+    found = ckpt.restore_latest_good(abstract)
     if found is not None:
-      step, state, data = found
-      return state, data, f"resumed from step {step} ({ckpt.directory})"
-  state, how = trainer.fresh_state()
-  return state, trainer.make_data(), how
+      step, state = found
+      return state, f"resumed from step {step} ({ckpt.directory})"
+  return trainer.fresh_state()
 
 
 def run(job: Job, workdir: str, trainer: Trainer, *, progress: bool = True) -> dict[str, Any]:
@@ -208,8 +201,10 @@ def run(job: Job, workdir: str, trainer: Trainer, *, progress: bool = True) -> d
       job.shardings)
   ckpt = Checkpointer(os.path.join(workdir, "ckpt"), max_to_keep=c.ckpt.max_to_keep,
                       async_save=c.ckpt.async_save, verify_checksums=c.ckpt.get("verify_checksums", True))
-  state, data, start = _initial_state(job, trainer, ckpt, abstract)
+  state, start = _initial_state(trainer, ckpt, abstract)
   step = int(jax.device_get(state.step)) // trainer.updates_per_step
+  preempt = Preemption()
+  data = trainer.make_data(step, lambda: preempt.requested)
   writer = MetricsWriter(workdir, enabled=is_main)
   writer.truncate_after(step)  # a crashed run may have logged steps past its last checkpoint
   if is_main:
@@ -265,7 +260,6 @@ def run(job: Job, workdir: str, trainer: Trainer, *, progress: bool = True) -> d
     if line:
       bar.write(line)
 
-  preempt = Preemption()
   pending = None  # (step, metrics, extra) of the step in flight
   try:
     while step < job.steps:
@@ -278,8 +272,17 @@ def run(job: Job, workdir: str, trainer: Trainer, *, progress: bool = True) -> d
         if is_main:
           print(f"granite_jax: data exhausted after step {step} ({c.train.get('epochs')} epochs)", flush=True)
         if step and step not in ckpt.all_steps():
-          ckpt.save(step, state, data)
+          ckpt.save(step, state)
         break
+      except StopRequested as e:  # SIGTERM during a data stall: keep what is done, leave now
+        if pending is not None:
+          settle(*pending)
+          pending = None
+        if is_main:
+          print(f"granite_jax: {e}", flush=True)
+        if jax.process_count() == 1 and step and step not in ckpt.all_steps():
+          ckpt.save(step, state)  # (several processes may not all be waiting: no collective save)
+        exit_preempted(step, ckpt, bar)
       batch = to_global(batch, trainer.batch_shardings)
       fn = functools.partial(_poisoned, poison_fn) if step + 1 in nan_steps else train_fn
       skipped = None
@@ -304,7 +307,7 @@ def run(job: Job, workdir: str, trainer: Trainer, *, progress: bool = True) -> d
       else:
         pending = (step, m, extra)
       if must_save or stop:
-        ckpt.save(step, state, data)
+        ckpt.save(step, state)
       if stop:
         exit_preempted(step, ckpt, bar)
   except Exception:  # let a save in flight commit (the previous checkpoint stays), then re-raise
@@ -312,6 +315,8 @@ def run(job: Job, workdir: str, trainer: Trainer, *, progress: bool = True) -> d
     raise
   finally:
     preempt.restore()
+    if hasattr(data, "close"):
+      data.close()
     if trainer.close is not None:
       trainer.close()
   bar.close()

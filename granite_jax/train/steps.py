@@ -2,12 +2,11 @@
 
 Precedence: `train.tokens > 0` (pretraining budgets) -> tokens / (global_batch x seq_len);
 else `train.steps > 0` (explicit, always wins over epochs); else `train.steps == 0` with
-`train.epochs > 0` on SFT data -> the packed rows of that many passes / global_batch
-(data/chat_steps.py: one cached counting pass, then an exact replay of the pipeline).
+`train.epochs > 0` on SFT data -> the packed rows of that many passes / global_batch (the
+global order's own per-epoch packing plans, data/order.py: the schedule ends where the data does).
 """
 from __future__ import annotations
 
-import jax
 from ml_collections import ConfigDict
 
 NOMINAL_STEPS = 1000  # stands in for a data-derived count where no data may be read (dry runs)
@@ -29,8 +28,13 @@ def total_steps(c: ConfigDict, *, from_data: bool = True) -> int:
   if steps_from_data(c):
     if not from_data:
       return NOMINAL_STEPS
-    from granite_jax.data.chat_steps import sft_steps
-    return sft_steps(c.data, seq_len=c.train.seq_len, global_batch=c.train.global_batch, seed=c.train.seed,
-                     epochs=epochs, process_index=jax.process_index(), process_count=jax.process_count())
+    return sft_epoch_steps(c, epochs)
   raise ValueError(f"train.steps={c.train.steps!r}: 0 derives the step count from train.epochs on SFT "
                    "data (data.kind='sft', train.epochs >= 1); set train.steps > 0 otherwise")
+
+
+def sft_epoch_steps(c: ConfigDict, epochs: int) -> int:
+  """Full global batches in `epochs` passes over the SFT conversations (packed as the run packs them)."""
+  from granite_jax.data import pipeline
+  order = pipeline.make_order(c.data, seq_len=c.train.seq_len, seed=pipeline.data_seed(c), split="train")
+  return order.sources[0].rows_in_epochs(epochs) // c.train.global_batch

@@ -1,152 +1,163 @@
-import collections
-import json
+"""The run's data path: config -> token stores (text tokenized once) -> global order -> batches.
 
-import grain
+References are independent: the tokenizer's own ids of each document + EOS, and the documents'
+concatenation in file order.
+"""
+import json
+import threading
+import time
+
 import numpy as np
 import pytest
+from ml_collections import ConfigDict
 
+from granite_jax.data import batches as batches_lib
 from granite_jax.data import pipeline
 from granite_jax.data.tokenizer import EOS, PAD, get_tokenizer
 
-SEQ, BATCH = 128, 16  # BATCH == number of packing bins: one batch is one packing round
+SEQ = 64
+WORDS = ("the model reads long documents and every token of them counts once while rows are cut "
+         "into windows of text from books code papers and the web").split()
 
 
-def _batches(it, n):
-  return [next(it) for _ in range(n)]
+def _texts(rng, n_docs, n_words):
+  return [" ".join(rng.choice(WORDS, size=max(1, int(rng.integers(n_words // 2, 3 * n_words // 2)))))
+          for _ in range(n_docs)]
 
 
-def _segments(batch):
-  """All packed documents of a batch, as tuples of token ids."""
-  out = []
-  for tokens_T, seg_T in zip(batch["tokens"], batch["segment_ids"]):
-    for s in range(1, seg_T.max() + 1):
-      out.append(tuple(tokens_T[seg_T == s].tolist()))
-  return out
+def _write(path, texts, field="text"):
+  path.write_text("".join(json.dumps({field: t}) + "\n" for t in texts))
+  return str(path)
 
 
-def test_batch_shapes_and_dtypes(data_cfg):
-  b = next(pipeline.make_iterator(data_cfg, seq_len=SEQ, batch_size=4, seed=0))
+def _stream(tok, texts):
+  eos = tok.token_to_id(EOS)
+  return np.concatenate([[*tok.encode(t, add_special_tokens=False).ids, eos] for t in texts]).astype(np.int32)
+
+
+def _rows(order, n):
+  return order.rows(np.arange(n))
+
+
+def _real_tokens(rows):
+  return np.concatenate([t[s > 0] for t, s in zip(rows["tokens"], rows["segment_ids"])])
+
+
+@pytest.fixture
+def texts_cfg(data_cfg, tmp_path):
+  rng = np.random.default_rng(0)
+  texts = _texts(rng, 20, 8) + _texts(rng, 5, 150) + _texts(rng, 2, 500)  # some span many rows
+  path = _write(tmp_path / "mine.jsonl", texts)
+  data_cfg.mixture, data_cfg.sources, data_cfg.eval_sources = {"math": 1}, {"math": path}, {"math": path}
+  return data_cfg, texts
+
+
+def test_rows_shapes_dtypes_and_segments(data_cfg, demo_tok):
+  order = pipeline.make_order(data_cfg, seq_len=SEQ, seed=0)
+  b = order.batch(3, 8)
   assert set(b) == {"tokens", "segment_ids", "positions"}
   for v in b.values():
-    assert v.shape == (4, SEQ) and v.dtype == np.int32
+    assert v.shape == (8, SEQ) and v.dtype == np.int32
+  for seg, pos in zip(b["segment_ids"], b["positions"]):
+    starts = np.flatnonzero(np.diff(np.r_[0, seg]) != 0)
+    assert seg[0] == 1 and np.all(np.diff(seg) >= 0)
+    assert np.all(pos[starts] == 0) and np.all(np.diff(pos)[np.diff(seg) == 0] == 1)
 
 
-def test_mixture_token_shares_match_weights(data_cfg, demo_tok):
+def test_eval_order_is_the_documents_in_file_order(texts_cfg, demo_tok):
+  """Held-out rows, in order, are exactly the tokenizer's ids of each document + EOS, cut every SEQ."""
+  cfg, texts = texts_cfg
+  want = _stream(demo_tok, texts)
+  order = pipeline.make_order(cfg, seq_len=SEQ, seed=0, split="eval")
+  R = order.sources[0].rows_per_epoch()
+  assert R == -(-len(want) // SEQ)
+  rows = _rows(order, R)
+  np.testing.assert_array_equal(_real_tokens(rows), want)
+  pad = rows["segment_ids"] == 0
+  assert pad.sum() == R * SEQ - len(want) and np.all(rows["tokens"][pad] == demo_tok.token_to_id(PAD))
+  # Segments end at EOS or at a row edge: documents are split there, never truncated.
+  eos = demo_tok.token_to_id(EOS)
+  for t, s in zip(rows["tokens"], rows["segment_ids"]):
+    for k in range(1, s.max()):
+      assert t[s == k][-1] == eos
+
+
+def test_train_epoch_is_a_permutation_of_the_windows(texts_cfg):
+  """Every token exactly once per epoch: the shuffled epochs hold the same windows as the eval order."""
+  cfg, _ = texts_cfg
+  ev = pipeline.make_order(cfg, seq_len=SEQ, seed=0, split="eval")
+  tr = pipeline.make_order(cfg, seq_len=SEQ, seed=5)
+  R = ev.sources[0].rows_per_epoch()
+  want = sorted(map(bytes, _rows(ev, R)["tokens"]))
+  e0, e1 = tr.rows(np.arange(R))["tokens"], tr.rows(np.arange(R, 2 * R))["tokens"]
+  assert sorted(map(bytes, e0)) == want and sorted(map(bytes, e1)) == want
+  assert not np.array_equal(e0, e1)  # reshuffled each epoch
+  assert tr.epochs(R + R // 2)["math"] == pytest.approx(1.5, abs=1 / R)
+
+
+def test_token_shares_follow_the_mixture(data_cfg):
+  order = pipeline.make_order(data_cfg, seq_len=SEQ, seed=0)
+  n = 4000
+  k, _ = order.mixture.locate(np.arange(n))
+  rows = order.rows(np.arange(n))
+  real = (rows["segment_ids"] > 0).sum(1)
   weights = pipeline.mixture_weights(data_cfg)
-  assert sum(weights.values()) == pytest.approx(1.0)
-  assert weights["math"] == pytest.approx(0.35)
-  it = iter(pipeline.document_dataset(data_cfg, demo_tok, seq_len=SEQ, seed=0))
-  tokens = collections.Counter()
-  for _ in range(5_000):
-    ex = next(it)
-    tokens[int(ex["domain"])] += len(ex["tokens"])
-  total = sum(tokens.values())
-  for i, (domain, w) in enumerate(weights.items()):
-    assert abs(tokens[i] / total - w) < 0.005, (domain, tokens[i] / total, w)
+  total = real.sum()
+  for i, (d, w) in enumerate(weights.items()):
+    assert abs(real[k == i].sum() / total - w) < 0.003, d
 
 
-def test_packing_is_consistent_and_lossless(data_cfg, demo_tok):
-  it = pipeline.make_iterator(data_cfg, seq_len=SEQ, batch_size=BATCH, seed=3)
-  batch = next(it)
-  tokens, seg, pos = batch["tokens"], batch["segment_ids"], batch["positions"]
-  pad = seg == 0
-  assert (pos[pad] == 0).all() and (tokens[pad] == demo_tok.token_to_id(PAD)).all()
-  for seg_T, pos_T in zip(seg, pos):
-    n = seg_T.max()
-    assert n >= 1
-    used = seg_T[seg_T > 0]
-    assert (np.diff(used) >= 0).all() and set(used.tolist()) == set(range(1, n + 1))
-    for s in range(1, n + 1):
-      np.testing.assert_array_equal(pos_T[seg_T == s], np.arange((seg_T == s).sum()))
-    assert (seg_T[used.size:] == 0).all()  # padding only at the end of a row
-  # The first packing round holds exactly the first documents of the stream.
-  segments = _segments(batch)
-  docs = iter(pipeline.document_dataset(data_cfg, demo_tok, seq_len=SEQ, seed=3))
-  expected = [tuple(next(docs)["tokens"].tolist()) for _ in range(len(segments))]
-  assert collections.Counter(segments) == collections.Counter(expected)
-  eos = demo_tok.token_to_id(EOS)
-  assert all(s[-1] == eos or len(s) == SEQ for s in segments)
-  assert any(len(s) == SEQ for s in expected)  # some documents were split
+def test_seeds_and_phases(data_cfg):
+  a = pipeline.make_order(data_cfg, seq_len=SEQ, seed=7).batch(0, 4)
+  b = pipeline.make_order(data_cfg, seq_len=SEQ, seed=7).batch(0, 4)
+  c = pipeline.make_order(data_cfg, seq_len=SEQ, seed=8).batch(0, 4)
+  np.testing.assert_array_equal(a["tokens"], b["tokens"])
+  assert not np.array_equal(a["tokens"], c["tokens"])
+  cfg = lambda name, seed=-1: ConfigDict(dict(name=name, train=dict(seed=0), data=dict(seed=seed)))
+  assert pipeline.data_seed(cfg("phase1")) != pipeline.data_seed(cfg("phase2"))  # each phase its own
+  assert pipeline.data_seed(cfg("phase1", 3)) == pipeline.data_seed(cfg("phase2", 3)) == 3
 
 
-def test_a_runs_training_iterator_resets_the_skip_count(data_cfg):
-  from granite_jax.data import sources
-  sources.count_skipped("earlier_run.jsonl")
-  pipeline.make_iterator(data_cfg, seq_len=SEQ, batch_size=4, seed=0, split="eval")
-  assert sources.skipped_records() == 1  # eval iterators of the same run keep the count
-  pipeline.make_iterator(data_cfg, seq_len=SEQ, batch_size=4, seed=0)
-  assert sources.skipped_records() == 0  # a new run starts from zero
+def test_text_is_tokenized_once_into_the_cache(texts_cfg, capsys):
+  cfg, _ = texts_cfg
+  pipeline.make_order(cfg, seq_len=SEQ, seed=0)
+  assert "tokenizing data.sources.math" in capsys.readouterr().out
+  pipeline.make_order(cfg, seq_len=SEQ + 1, seed=1)  # another shape and seed: the same store
+  assert "tokenizing" not in capsys.readouterr().out
 
 
-def test_same_seed_same_batches_other_seed_differs(data_cfg):
-  a = _batches(pipeline.make_iterator(data_cfg, seq_len=SEQ, batch_size=4, seed=7), 3)
-  b = _batches(pipeline.make_iterator(data_cfg, seq_len=SEQ, batch_size=4, seed=7), 3)
-  c = next(pipeline.make_iterator(data_cfg, seq_len=SEQ, batch_size=4, seed=8))
-  for x, y in zip(a, b):
-    for k in x:
-      np.testing.assert_array_equal(x[k], y[k])
-  assert not np.array_equal(a[0]["tokens"], c["tokens"])
+def test_custom_text_field(data_cfg, demo_tok, tmp_path):
+  texts = [f"document number {i} in the body field" for i in range(9)]
+  path = _write(tmp_path / "body.jsonl", texts, field="body")
+  data_cfg.mixture, data_cfg.sources, data_cfg.text_field = {"math": 1}, {"math": path}, "body"
+  order = pipeline.make_order(data_cfg, seq_len=SEQ, seed=0, split="train")
+  R = order.sources[0].rows_per_epoch()
+  got = np.sort(_real_tokens(_rows(order, R)))
+  np.testing.assert_array_equal(got, np.sort(_stream(demo_tok, texts)))
 
 
-def test_processes_read_disjoint_documents(data_cfg, demo_tok):
-  """Two processes split the documents between them: together they read exactly what one reads."""
-  import collections
-  data_cfg.mixture = {"math": 1}
-  def pieces(pi, pc):
-    it = iter(pipeline.document_dataset(data_cfg, demo_tok, seq_len=SEQ, seed=0, split="eval",
-                                        process_index=pi, process_count=pc, num_epochs=1))
-    return collections.Counter(tuple(ex["tokens"].tolist()) for ex in it)
-  d0, d1, one = pieces(0, 2), pieces(1, 2), pieces(0, 1)
-  assert d0 + d1 == one
-  assert min(sum(d0.values()), sum(d1.values())) >= 0.4 * sum(one.values())  # an even split
+def test_all_bad_domain_stops_naming_its_files(data_cfg, tmp_path):
+  path = tmp_path / "bad.jsonl"
+  path.write_text("not json\n{\"no_text\": 1}\n")
+  data_cfg.mixture, data_cfg.sources, data_cfg.on_bad_record = {"math": 1}, {"math": str(path)}, "skip"
+  with pytest.raises(ValueError, match="holds no tokens.*bad.jsonl"):
+    pipeline.make_order(data_cfg, seq_len=SEQ, seed=0)
 
 
-def test_checkpoint_resume_gives_identical_batches(data_cfg):
-  kw = dict(seq_len=SEQ, batch_size=4, seed=11)
-  it = pipeline.make_iterator(data_cfg, **kw)
-  _batches(it, 5)
-  state = it.get_state()
-  state = json.loads(json.dumps(state))  # must survive serialization (grain stores it as JSON)
-  expected = _batches(it, 4)
-  resumed = pipeline.make_iterator(data_cfg, **kw)
-  resumed.set_state(state)
-  for x, y in zip(expected, _batches(resumed, 4)):
-    for k in x:
-      np.testing.assert_array_equal(x[k], y[k])
+def test_store_of_another_tokenizer_is_refused(data_cfg, texts_cfg, tmp_path):
+  from tokenizers import Tokenizer, models, pre_tokenizers
 
-
-def test_grain_checkpoint_handler_round_trip(data_cfg, tmp_path):
-  kw = dict(seq_len=SEQ, batch_size=2, seed=5)
-  it = pipeline.make_iterator(data_cfg, **kw)
-  _batches(it, 2)
-  (tmp_path / "ckpt").mkdir()  # orbax creates it in real runs
-  grain.checkpoint.CheckpointHandler().save(tmp_path / "ckpt", item=it)
-  expected = next(it)
-  resumed = pipeline.make_iterator(data_cfg, **kw)
-  grain.checkpoint.CheckpointHandler().restore(tmp_path / "ckpt", item=resumed)
-  np.testing.assert_array_equal(expected["tokens"], next(resumed)["tokens"])
-
-
-def test_eval_split_is_deterministic_and_held_out(data_cfg):
-  kw = dict(seq_len=SEQ, batch_size=4, seed=0, split="eval")
-  a, b = next(pipeline.make_iterator(data_cfg, **kw)), next(pipeline.make_iterator(data_cfg, **dict(kw, seed=1)))
-  np.testing.assert_array_equal(a["tokens"], b["tokens"])  # no shuffling in eval
-  train = next(pipeline.make_iterator(data_cfg, **dict(kw, split="train")))
-  assert not np.array_equal(a["tokens"], train["tokens"])
-
-
-def test_custom_jsonl_source_single_epoch(data_cfg, demo_tok, tmp_path):
-  texts = [f"custom document number {i}" for i in range(30)]
-  path = tmp_path / "mine.jsonl"
-  path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-  data_cfg.mixture = {"math": 1}
-  data_cfg.sources = {"math": str(path)}
-  it = pipeline.make_iterator(data_cfg, seq_len=64, batch_size=1, seed=0, num_epochs=1)
-  segments = [s for b in it for s in _segments(b)]
-  eos = demo_tok.token_to_id(EOS)
-  got = sorted(demo_tok.decode(list(s[:-1])) for s in segments)
-  assert all(s[-1] == eos for s in segments)
-  assert len(segments) <= 30 and set(got) <= set(texts) and len(got) >= 25  # last partial batch may drop
+  from granite_jax.data.store import build_store
+  from granite_jax.data.tok_spec import load_tokenizer_spec
+  cfg, _ = texts_cfg
+  other = Tokenizer(models.WordLevel({"<|pad|>": 0, "<|end_of_text|>": 1, "[UNK]": 2}, unk_token="[UNK]"))
+  other.pre_tokenizer = pre_tokenizers.Whitespace()
+  other.save(str(tmp_path / "other.json"))
+  spec = load_tokenizer_spec(str(tmp_path / "other.json"))
+  build_store([cfg.sources["math"]], str(tmp_path / "store"), spec)
+  cfg.sources = {"math": str(tmp_path / "store")}
+  with pytest.raises(ValueError, match=f"{spec.fingerprint}.*|.*{spec.fingerprint}"):
+    pipeline.make_order(cfg, seq_len=SEQ, seed=0)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -163,7 +174,7 @@ def test_config_validation_errors_name_the_field(data_cfg, change, message):
   for k, v in change.items():
     data_cfg[k] = v
   with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("(", r"\(").replace("*", r"\*")):
-    pipeline.make_iterator(data_cfg, seq_len=SEQ, batch_size=2, seed=0)
+    pipeline.make_order(data_cfg, seq_len=SEQ, seed=0)
 
 
 def test_eval_of_custom_source_needs_eval_source(data_cfg, tmp_path):
@@ -191,7 +202,41 @@ def test_get_tokenizer_explicit_path(data_cfg, demo_tokenizer_path, tmp_path):
     get_tokenizer(data_cfg)
 
 
-def test_plain_dict_config_works(demo_cache):
-  cfg = {"mixture": {"long_cot": 1, "books": 1}, "sources": {}, "tokenizer": "", "cache_dir": demo_cache}
-  b = next(pipeline.make_iterator(cfg, seq_len=256, batch_size=2, seed=0))
-  assert b["tokens"].shape == (2, 256)
+class _SlowOrder:
+  """Rows that take `delay` seconds to read (a stalled object store)."""
+
+  def __init__(self, delay):
+    self.delay = delay
+
+  def batch(self, b, B, rows):
+    time.sleep(self.delay)
+    return {"tokens": np.full((len(rows), 4), b, np.int32)}
+
+
+def test_loader_reads_steps_in_order_and_stops_on_request_during_a_stall():
+  ld = batches_lib.Loader(_SlowOrder(0.0), 4, np.arange(4), start=5, stop=8)
+  assert [int(ld.get(s)["tokens"][0, 0]) for s in (5, 6, 7)] == [5, 6, 7]
+  with pytest.raises(StopIteration):
+    ld.get(8)
+  ld.close()
+  stop = threading.Event()
+  ld = batches_lib.Loader(_SlowOrder(600.0), 4, np.arange(4), start=0, stop_requested=stop.is_set)
+  threading.Timer(0.5, stop.set).start()
+  t0 = time.perf_counter()
+  with pytest.raises(batches_lib.StopRequested):
+    ld.get(0)
+  assert time.perf_counter() - t0 < 3.0
+  ld.close()
+
+
+def test_local_rows_and_to_global_cover_the_mesh():
+  import jax
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  mesh = jax.make_mesh((4, 2), ("data", "tensor"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  sh = NamedSharding(mesh, P("data", None))
+  rows = batches_lib.local_rows(sh, 8, 5)
+  np.testing.assert_array_equal(rows, np.arange(8))  # one process holds every row
+  full = np.arange(40, dtype=np.int32).reshape(8, 5)
+  perm = np.array([3, 0, 7, 1, 6, 2, 5, 4])  # rows handed over in any order
+  out = batches_lib.to_global({"x": full[perm]}, perm, sh, 8)["x"]
+  np.testing.assert_array_equal(np.asarray(out), full)

@@ -6,7 +6,7 @@ import optax
 import pytest
 from ml_collections import ConfigDict
 
-from granite_jax.data import chat_pipeline as sft_data
+from granite_jax.data import pipeline
 from granite_jax.data.chat_template import EOT
 from granite_jax.data.demo_chat import check
 from granite_jax.data.tokenizer import get_tokenizer
@@ -20,13 +20,13 @@ CFG = preset("tiny", vocab_size=4096, d_model=32, n_layers=1, n_heads=2, n_kv_he
 
 @pytest.fixture(scope="module")
 def data_cfg(demo_cache_dir):
-  return ConfigDict(dict(tokenizer="", cache_dir=demo_cache_dir, on_bad_record="raise",
+  return ConfigDict(dict(kind="sft", tokenizer="", cache_dir=demo_cache_dir, on_bad_record="raise",
                          sft=dict(sources="", eval_sources="")))
 
 
 @pytest.fixture(scope="module")
 def batch(data_cfg):
-  return next(sft_data.make_iterator(data_cfg, seq_len=96, batch_size=8, seed=0))
+  return pipeline.make_order(data_cfg, seq_len=96, seed=0).batch(0, 8)
 
 
 def test_only_assistant_tokens_are_trainable(batch, data_cfg):
