@@ -1,8 +1,9 @@
 """Documented test hooks that inject faults into a real run (the fault-matrix tests use them).
 
-GRANITE_FAULT_NAN_STEPS=3,5   the train steps 3 and 5 see NaN parameters inside the jitted
-                              step (loss and gradients non-finite); the state after the step
-                              is the state before it, as for a real non-finite step.
+GRANITE_FAULT_NAN_STEPS=3,5   the train steps 3 and 5 see NaN token embeddings inside the
+                              jitted step (the batch as the model sees it: loss and gradients
+                              non-finite). The hook leaves params and optimizer state alone:
+                              only the step's own guard keeps the update out.
 GRANITE_FAULT_SAVE_FAIL_STEP=4  the checkpoint save of step 4 fails as a full disk would
                               (ckpt/manager.py).
 GRANITE_FAULT_KILL_STEP=5     the process SIGKILLs itself once step 5 is dispatched (before
@@ -16,8 +17,9 @@ from __future__ import annotations
 import os
 import signal
 
-import jax
-import jax.numpy as jnp
+import flax.linen as nn
+
+from granite_jax.model.layers import Embed
 
 
 def nan_steps() -> frozenset[int]:
@@ -46,13 +48,18 @@ def signal_after(step: int) -> None:
 
 
 def poisonable(step_fn):
-  """(state, batch) -> ... becomes (state, batch, factor) -> ...: params x factor (1.0 or NaN)
-  go into the step, and a poisoned step returns the unpoisoned state it was given."""
+  """(state, batch) -> ... becomes (state, batch, factor) -> ...: every token embedding the model
+  looks up (the batch as the model sees it) is multiplied by `factor` (NaN at a poisoned step), in
+  every trainer (LM, RL, reward model: all embed tokens). Params and optimizer state go in as they
+  are and nothing here puts them back, so a state after a poisoned step equal to the one before is
+  the step's own guard at work (tests/train/test_poisoned_step.py)."""
   def fn(state, batch, factor):
-    poisoned = state.replace(params=jax.tree.map(lambda p: p * factor.astype(p.dtype), state.params))
-    new, metrics = step_fn(poisoned, batch)
-    bad = jnp.isnan(factor)
-    keep = lambda a, b: jnp.where(bad, b, a)
-    return new.replace(params=jax.tree.map(keep, new.params, state.params),
-                       opt_state=jax.tree.map(keep, new.opt_state, state.opt_state)), metrics
+    def poison(next_fn, args, kwargs, context):
+      out = next_fn(*args, **kwargs)
+      if isinstance(context.module, Embed) and context.method_name == "__call__":
+        out = out * factor.astype(out.dtype)
+      return out
+
+    with nn.intercept_methods(poison):
+      return step_fn(state, batch)
   return fn

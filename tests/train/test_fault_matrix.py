@@ -12,9 +12,12 @@ Per kind, one uninterrupted reference run, then one workdir that goes through th
                                                      bitwise (RL: losses and rewards); step 6 is
                                                      logged skipped=1; the failed save names the
                                                      directory and exits non-zero;
-  4. rerun with NaN at 5 and 6, max_consecutive_skips=1
+  4. rerun with NaN at 5 and 6, max_consecutive_skips=1, a checkpoint every step
                                                   -> resumes from 4 (intact after the failed save),
-                                                     skips 5, stops at 6 naming it, no step 6.
+                                                     skips 5 (checkpoint 5 holds checkpoint 4's params
+                                                     and optimizer state bitwise: the hook only
+                                                     poisons the batch, the trainer drops the update),
+                                                     stops at 6 naming it, no step 6.
 The skip-then-finish path is tested in process (test_session.py); a kill from outside at a random
 moment in test_resume.py.
 """
@@ -25,6 +28,8 @@ import signal
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 from granite_jax.train.preemption import EXIT_PREEMPTED
@@ -108,6 +113,20 @@ def damage(path, how):
     os.remove(path)
 
 
+def saved_state(wd, step):
+  """A checkpoint's train state as saved (no target needed: any trainer kind)."""
+  import orbax.checkpoint as ocp
+  return ocp.StandardCheckpointer().restore(os.path.join(wd, "ckpt", str(step), "state"))
+
+
+def bitwise(x, y) -> bool:
+  """Every leaf equal bit for bit (NaN == NaN would not do)."""
+  lx, tx = jax.tree.flatten(x)
+  ly, ty = jax.tree.flatten(y)
+  return tx == ty and all(np.asarray(a).dtype == np.asarray(b).dtype
+                          and np.asarray(a).tobytes() == np.asarray(b).tobytes() for a, b in zip(lx, ly))
+
+
 def tail(r):
   return f"rc={r.returncode}\nstdout:\n{r.stdout[-2500:]}\nstderr:\n{r.stderr[-2500:]}"
 
@@ -148,9 +167,13 @@ def test_fault_matrix(kind, tmp_path, demo_cache_dir, jax_cache):
   assert ckpt_steps(wd) == [2, 3, 4]
 
   r = cli(kind, wd, demo_cache_dir, "--config.train.max_consecutive_skips=1",  # 4. too many skips
-          faults=dict(NAN_STEPS="5,6"))
+          "--config.ckpt.every_steps=1", faults=dict(NAN_STEPS="5,6"))
   assert r.returncode == EXIT_NONFINITE and "Traceback" not in r.stderr, tail(r)
   assert "resumed from step 4" in r.stdout and "damaged" not in r.stdout, tail(r)
   assert "step 6: 2 consecutive non-finite steps" in r.stderr, tail(r)
   assert [(m["step"], m["skipped"]) for m in metrics(wd) if m["step"] >= 5] == [(5, 1), (6, 1)]
-  assert ckpt_steps(wd) == [2, 3, 4]  # nothing of the stopped state
+  assert ckpt_steps(wd) == [2, 3, 4, 5]  # nothing of the stopped state
+  s4, s5 = saved_state(wd, 4), saved_state(wd, 5)
+  assert int(s5["step"]) > int(s4["step"])
+  kept = {k: bitwise(s5[k], s4[k]) for k in ("params", "opt_state")}
+  assert all(kept.values()), f"step 5's non-finite update reached the state: {kept}"

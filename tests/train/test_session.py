@@ -1,6 +1,7 @@
 """The run scaffold's non-finite path, in process: a skipped step is logged with skipped=1 and the
 run goes on (this crashed with `dict() got multiple values for keyword argument 'skipped'`
-before), and too many in a row stop the run with the step named and no checkpoint of it."""
+before), its update is dropped (the checkpoint after it holds the state before it, bit for bit),
+and too many in a row stop the run with the step named and no checkpoint of it."""
 import os
 
 import jax
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import phase2
-from granite_jax.ckpt.manager import Checkpointer
+from granite_jax.ckpt.manager import Checkpointer, abstract_like
 from granite_jax.train import loop, session
 from granite_jax.train import state as state_lib
 from granite_jax.train.guards import NonFiniteError
@@ -52,7 +53,24 @@ def test_injected_nan_skips_then_too_many_stop_before_a_checkpoint(tmp_path, dem
   recs = {r["step"]: r for r in read_metrics(wd)}
   assert recs[2]["skipped"] == 1 and recs[2]["nonfinite"] == "loss" and recs[4]["skipped"] == 1
   assert recs[1]["skipped"] == 0 and np.isfinite(recs[1]["loss"])
-  assert Checkpointer(os.path.join(wd, "ckpt")).all_steps() == [1, 2, 3, 4]  # nothing at or after 5
+  ck = Checkpointer(os.path.join(wd, "ckpt"))
+  assert ck.all_steps() == [1, 2, 3, 4]  # nothing at or after 5
+  # The hook only poisons the embedded batch: the trainer's guard alone keeps steps 2 and 4 out.
+  job = loop.build(c)
+  abstract = abstract_like(jax.eval_shape(state_lib.make_init_fn(job.model_cfg, job.tx, job.shardings),
+                                          jax.random.PRNGKey(0)), job.shardings)
+  st = {s: jax.device_get(ck.restore(s, abstract)) for s in ck.all_steps()}
+  same = lambda a, b: _bitwise(a.params, b.params) and _bitwise(a.opt_state, b.opt_state)
+  assert same(st[2], st[1]) and same(st[4], st[3]) and not same(st[3], st[2])
+  assert [int(st[s].step) for s in st] == [1, 2, 3, 4]
+
+
+def _bitwise(x, y) -> bool:
+  """Every leaf equal bit for bit (NaN == NaN would not do)."""
+  lx, tx = jax.tree.flatten(x)
+  ly, ty = jax.tree.flatten(y)
+  return tx == ty and all(np.asarray(a).dtype == np.asarray(b).dtype
+                          and np.asarray(a).tobytes() == np.asarray(b).tobytes() for a, b in zip(lx, ly))
 
 
 def test_nan_hook_parses_and_names_the_variable(monkeypatch):
