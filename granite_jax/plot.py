@@ -13,14 +13,16 @@ import json
 import os
 from typing import Any, Sequence
 
-# (file name, y label, metric keys drawn on it; the first key present of each alias group)
+from granite_jax import metric_names as M
+
+# (file name, y label, metric keys drawn on it: the loops' own names, held-out ones after)
 FIGURES: list[tuple[str, str, tuple[str, ...]]] = [
-    ("loss", "loss", ("loss", "eval_loss")),
-    ("lr", "learning rate", ("lr",)),
-    ("reward", "reward", ("reward", "reward_mean", "eval_reward")),
-    ("accuracy", "accuracy", ("accuracy", "eval_accuracy")),
-    ("kl", "KL to the reference policy", ("kl",)),
-    ("response_length", "response length (tokens)", ("response_length", "response_length_mean")),
+    ("loss", "loss", (M.LOSS, M.EVAL_LOSS)),
+    ("lr", "learning rate", (M.LR,)),
+    ("reward", "reward", (M.REWARD_MEAN, M.EVAL + M.REWARD_MEAN)),
+    ("accuracy", "accuracy", (M.ACCURACY, M.EVAL + M.ACCURACY)),
+    ("kl", "KL to the reference policy", (M.KL,)),
+    ("response_length", "response length (tokens)", (M.RESPONSE_LEN, M.EVAL + M.RESPONSE_LEN)),
 ]
 
 
@@ -42,7 +44,7 @@ def plot(workdir: str, out: str | None = None) -> list[str]:
   import matplotlib.pyplot as plt
 
   records = load(workdir)
-  x_key = "tokens_seen" if any("tokens_seen" in r for r in records) else "step"
+  x_key = M.TOKENS_SEEN if any(M.TOKENS_SEEN in r for r in records) else "step"
   out = out or os.path.join(workdir, "plots")
   os.makedirs(out, exist_ok=True)
   written = []
@@ -54,7 +56,7 @@ def plot(workdir: str, out: str | None = None) -> list[str]:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for key, xs, ys in drawn:
       ax.plot(xs, ys, marker="o" if len(xs) < 20 else None, markersize=3, label=key)
-    ax.set_xlabel("tokens seen" if x_key == "tokens_seen" else "step")
+    ax.set_xlabel("tokens seen" if x_key == M.TOKENS_SEEN else "step")
     ax.set_ylabel(ylabel)
     if name == "lr":
       ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))

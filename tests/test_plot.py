@@ -31,12 +31,23 @@ def test_pretraining_run_gets_loss_and_lr_plots(tmp_path):
   assert all(os.path.dirname(p) == str(tmp_path / "plots") for p in paths)
 
 
-def test_rl_run_gets_reward_accuracy_kl_length_plots(tmp_path):
-  recs = [dict(step=s, loss=0.1, lr=1e-6, reward=s / 10, accuracy=s / 20, kl=0.01 * s,
-               response_length=100 + s, tokens_seen=1000 * s) for s in range(1, 11)]
+def test_rl_stats_get_reward_accuracy_length_plots(tmp_path):
+  """Records built by the RL loop's own producer of these keys (rollout.reward_stats), not by hand;
+  a real RL run's metrics.jsonl is plotted in tests/rl/test_rl_loop.py."""
+  import numpy as np
+  from ml_collections import ConfigDict
+
+  from granite_jax.rl.rollout import reward_stats
+
+  rl = ConfigDict(dict(correct_threshold=1.0))
+  recs = []
+  for s in range(1, 6):
+    samples = dict(raw=np.array([0.0, 1.0, s / 5]), lengths=np.array([3, 5, s]), truncated=np.zeros(3, bool),
+                   tasks=[dict(domain="math")] * 3)
+    recs.append(dict(step=s, **reward_stats(samples, rl), **reward_stats(samples, rl, prefix="eval_")))
   write_metrics(tmp_path, recs)
-  names = {os.path.basename(p) for p in plot.plot(str(tmp_path), str(tmp_path / "out"))}
-  assert {"reward.png", "accuracy.png", "kl.png", "response_length.png"} <= names
+  names = {os.path.basename(p)[:-4] for p in plot.plot(str(tmp_path), str(tmp_path / "out"))}
+  assert names == {"reward", "accuracy", "response_length"}
 
 
 def test_cli_writes_to_workdir_plots(tmp_path):

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from granite_jax import metric_names as M
 from granite_jax.data.chat_template import EOT
 from granite_jax.rl.grpo import group_advantages
 from granite_jax.infer.sampler import left_pad
@@ -120,9 +121,10 @@ def build_batch(samples: dict, rl, *, pad_id: int = 0) -> dict:
 
 def reward_stats(samples: dict, rl, prefix: str = "") -> dict:
   raw, lengths = samples["raw"], samples["lengths"]
-  out = {f"{prefix}reward_mean": float(raw.mean()), f"{prefix}reward_std": float(raw.std()),
-         f"{prefix}accuracy": float((raw >= rl.correct_threshold).mean()),
-         f"{prefix}response_len": float(lengths.mean()),
+  # Names shared with plot.py (metric_names): a rename here moves the plot with it.
+  out = {prefix + M.REWARD_MEAN: float(raw.mean()), f"{prefix}reward_std": float(raw.std()),
+         prefix + M.ACCURACY: float((raw >= rl.correct_threshold).mean()),
+         prefix + M.RESPONSE_LEN: float(lengths.mean()),
          f"{prefix}truncated_frac": float(samples["truncated"].mean())}
   for d in sorted({t["domain"] for t in samples["tasks"]}):
     rows = np.array([t["domain"] == d for t in samples["tasks"]])

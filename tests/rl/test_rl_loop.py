@@ -1,11 +1,12 @@
 """End to end: a tiny RL stage logs the RL metrics every step, evaluates held-out prompts, writes
-model_config.json, and resumes from its checkpoint."""
+model_config.json, resumes from its checkpoint, and its metrics.jsonl gets every RL plot."""
 import json
 import os
 
 import pytest
 
 from configs import rl_math
+from granite_jax import plot
 from granite_jax.rl.loop import run_rl, validate_rl
 from granite_jax.train.metrics import read_metrics
 
@@ -48,3 +49,6 @@ def test_tiny_rl_stage_logs_and_resumes(tmp_path, demo_cache_dir):
   assert json.load(open(os.path.join(wd, "model_config.json")))["d_model"] == 32
   run_rl(small_config(demo_cache_dir, 3), wd, progress=False)  # resumes at step 2
   assert [r["step"] for r in read_metrics(wd)] == [0, 1, 2, 3]
+  # The run's own metrics.jsonl gets every RL figure (a renamed metric would drop one silently).
+  drawn = {os.path.basename(p) for p in plot.plot(wd)}
+  assert drawn == {f"{n}.png" for n in ("loss", "lr", "reward", "accuracy", "kl", "response_length")}
