@@ -169,14 +169,30 @@ REFS = {"math": "3", "science": "B", "logic": "yes", "instruction_following": [{
         "temporal": "2020-01-01", "icl": "POS"}
 
 
+RIGHT = {"math": "\\boxed{3}", "science": "The answer is (B).", "logic": "answer: yes",
+         "instruction_following": "granite", "structured_output": '{"name": "Ada", "age": 36}',
+         "text2sql": "SELECT 1", "temporal": "2020-01-01", "icl": "POS"}
+
+
 @pytest.mark.parametrize("domain", sorted(REFS))
 def test_malformed_output_never_raises(domain):
+  """Garbage text is still text: the checker itself must score it 0 without raising. Called raw,
+  not through Reward (whose catching would turn any crash into the same 0.0); the right answer
+  scores 1 (a checker that scores nothing would pass the rest)."""
+  fn = make_rewards()[domain].fn
+  assert fn("p", RIGHT[domain], REFS[domain]) == 1.0
+  for g in GARBAGE:
+    assert fn("p", g, REFS[domain]) == 0.0, repr(g)
+
+
+@pytest.mark.parametrize("domain", sorted(REFS))
+def test_wrapper_scores_what_the_checker_cannot_take_as_failures(domain):
+  """Not text at all (None, an int): the checker may raise; the wrapper counts exactly those."""
   rewards = make_rewards()
   for g in GARBAGE + [None, 12345]:
-    r = score(rewards, domain, "p", g, REFS[domain])
-    assert r == 0.0
+    assert score(rewards, domain, "p", g, REFS[domain]) == 0.0
   assert rewards[domain].calls == len(GARBAGE) + 2
-  assert rewards[domain].failures >= 2  # the non-string responses could not be scored
+  assert rewards[domain].failures == 2  # the two non-strings; every garbage string scored cleanly
 
 
 def test_reward_counts_failures_and_reraises_data_errors():
