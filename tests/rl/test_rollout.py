@@ -1,5 +1,5 @@
 """Rollout: overlong shaping vs its closed form, the train-layout batch, dynamic sampling, and
-old log-probs recomputed in the train layout equal to the sampler's (on-policy ratio 1)."""
+the sampler's, old and reference log-probs against a plain forward of each policy."""
 import jax
 import numpy as np
 import pytest
@@ -88,18 +88,47 @@ def test_dynamic_sampling_keeps_informative_groups(tasks, tok):
   assert len(calls) == 4 and st["groups_kept"] == 1.0 and s["live"].all()
 
 
-def test_old_logp_in_train_layout_equals_sampler_logprobs(tasks, tok):
-  params = init_params(CFG, jax.random.PRNGKey(1))
+def _plain_logp(params, prompt_ids, response_ids):
+  """log p(response[i] | prompt, response[:i]): one plain forward over the unpadded sequence (no
+  cache, no batch layout), log-softmax in NumPy float64 -- shares no code with the sampler's
+  decode loop or rollout's train-layout recomputation beyond the model itself."""
+  seq = np.asarray(list(prompt_ids) + list(response_ids), np.int32)[None]
+  logits_TV = np.asarray(Granite(CFG).apply({"params": params}, seq), np.float64)[0]
+  top_T = logits_TV.max(-1, keepdims=True)
+  logp_TV = logits_TV - top_T - np.log(np.exp(logits_TV - top_T).sum(-1, keepdims=True))
+  P = len(prompt_ids)
+  return np.array([logp_TV[P - 1 + i, t] for i, t in enumerate(response_ids)])
+
+
+def test_sampler_old_and_ref_logprobs_match_a_plain_forward(tasks, tok):
+  policy, ref = init_params(CFG, jax.random.PRNGKey(1)), init_params(CFG, jax.random.PRNGKey(2))
   rl = rl_cfg()
-  sample_fn = make_sampler(CFG, max_new_tokens=8, stop_ids=(tok.token_to_id("<|end_of_text|>"),),
-                           samples_per_prompt=4)
+  sampler = make_sampler(CFG, max_new_tokens=8, stop_ids=(tok.token_to_id("<|end_of_text|>"),),
+                         samples_per_prompt=4)
+  drawn = {}
+
+  def sample_fn(*args):  # the sampler's own output, before rollout turns it into a batch
+    out = sampler(*args)
+    drawn.update(jax.device_get(out))
+    return out
+
   model = Granite(CFG)
   logp_fn = jax.jit(lambda p, b: response_logprobs(p, b, model)[0])
-  draw = lambda n: tasks[:n]
-  batch, st = R.rollout(params, params, draw, sample_fn=sample_fn, logp_fn=logp_fn, tok=tok,
+  batch, st = R.rollout(policy, ref, lambda n: tasks[:n], sample_fn=sample_fn, logp_fn=logp_fn, tok=tok,
                         rewards=make_rewards(), rl=rl, rng=jax.random.PRNGKey(0))
-  assert batch["mask"].sum() > 0 and st["logp_diff"] < 1e-4
-  np.testing.assert_allclose(batch["ref_logp"], batch["old_logp"])
+  G, rows, gaps = rl.samples_per_prompt, 0, []
+  for b, r in enumerate(drawn["lengths"]):
+    if not r:
+      continue
+    prompt, resp = tasks[b // G]["prompt_ids"], drawn["tokens"][b, :r]
+    want, want_ref = _plain_logp(policy, prompt, resp), _plain_logp(ref, prompt, resp)
+    at = slice(len(prompt) - 1, len(prompt) - 1 + r)  # position t scores token t+1
+    np.testing.assert_allclose(drawn["logprobs"][b, :r], want, atol=1e-4, err_msg="sampler")
+    np.testing.assert_allclose(batch["old_logp"][b, at], want, atol=1e-4, err_msg="old_logp")
+    np.testing.assert_allclose(batch["ref_logp"][b, at], want_ref, atol=1e-4, err_msg="ref_logp")
+    gaps.append(np.abs(want - want_ref).max())
+    rows += 1
+  assert rows >= 4 and min(gaps) > 1e-2  # the reference really is another policy
   for k in ("reward_mean", "reward_std", "accuracy", "response_len", "truncated_frac"):
     assert k in st
 
