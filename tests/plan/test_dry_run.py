@@ -71,7 +71,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 @pytest.mark.slow
-def test_every_stage_kind_at_8b_compiles_and_fits_or_says_what_to_change():
+def test_every_stage_kind_at_8b_compiles_and_fits():
   """Pretraining (16 racks), LCE 512K, SFT, reward model, RL at 8B: one process, one JAX start-up."""
   specs = ["phase2:8b", "lce_512k:8b", "sft:8b", "reward_model:8b", "rl_math:8b"]
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
@@ -82,7 +82,9 @@ def test_every_stage_kind_at_8b_compiles_and_fits_or_says_what_to_change():
   assert set(got) == {("phase2", "train"), ("lce_512k", "train"), ("sft", "train"), ("reward_model", "train"),
                       ("reward_model", "score"), ("rl_math", "train"), ("rl_math", "rollout"),
                       ("rl_math", "logprobs")}, r.stderr[-3000:]
-  for k, x in got.items():  # compiles; fits, or configs/gb200.py says what to change
+  # Every program compiles and fits (docs/stages.md): a "does not fit" note from configs/gb200.py
+  # (only 30B at 512K has one) would not make an 8B stage that outgrew its GPUs pass.
+  for k, x in got.items():
     assert "error" not in x and x["xla"] > 0, (k, x)
-    assert x["fits"] or x["does_not_fit"], (k, x)
-  assert r.returncode == (0 if all(x["fits"] for x in got.values()) else 1)
+    assert x["fits"], (k, x)
+  assert r.returncode == 0, r.stderr[-3000:]
