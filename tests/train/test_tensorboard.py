@@ -1,5 +1,6 @@
 """TensorBoard event files: MetricsWriter's records read back from the event file."""
 import glob
+import os
 
 import jax
 import numpy as np
@@ -52,10 +53,11 @@ def test_disabled_writer_writes_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_training_loop_logs_mfu_and_event_files(tmp_path, demo_cache_dir):
+def test_training_loop_logs_mfu_event_files_and_plots(tmp_path, demo_cache_dir):
   from configs import phase2
-  from granite_jax import flops
+  from granite_jax import plot
   from granite_jax.train import loop
+  from granite_jax.train import state as state_lib
 
   c = phase2.get_config("tiny")
   c.model.update(n_layers=1, d_model=64, n_heads=2, n_kv_heads=1, d_ff=128)
@@ -65,11 +67,20 @@ def test_training_loop_logs_mfu_and_event_files(tmp_path, demo_cache_dir):
   workdir = str(tmp_path)
   loop.run(c, workdir, progress=False)
   recs = read_metrics(workdir)
-  job = loop.build(c)
-  fpt = flops.train_flops_per_token(job.model_cfg, 32)
+  m = loop.build(c).model_cfg
+  # FLOPs per token counted from the model's own parameter tree, not flops.py: 6 x every weight
+  # that enters a matmul once per token (all but the norm scales; the input embedding only when
+  # it is also the tied output head) + attention's QK^T and AV, 12 x L x T x n_heads x head_dim.
+  shapes = jax.eval_shape(lambda: state_lib.init_params(m, jax.random.PRNGKey(0)))
+  sizes = {jax.tree_util.keystr(k): v.size for k, v in jax.tree_util.tree_flatten_with_path(shapes)[0]}
+  n_matmul = sum(n for k, n in sizes.items() if "norm" not in k and ("embed" not in k or m.tie_embeddings))
+  assert n_matmul < sum(sizes.values())  # something was left out: the count is not the param count
+  fpt = 6 * n_matmul + 12 * m.n_layers * 32 * m.n_heads * m.head_dim
   for r in recs:
-    assert r["mfu"] == pytest.approx(r["tokens_per_sec"] * fpt / (1e9 * jax.device_count()))
+    assert r["mfu"] == pytest.approx(r["tokens_per_sec"] * fpt / (1e9 * jax.device_count()), rel=1e-6)
   s = read_scalars(workdir)
   assert [st for st, _ in s["loss"]] == [r["step"] for r in recs]
   assert [st for st, _ in s["eval_loss"]] == [2]
   assert [st for st, _ in s["mfu"]] == [r["step"] for r in recs]
+  # The run's own metrics.jsonl gets the pretraining plots (a renamed metric would drop one).
+  assert {os.path.basename(p) for p in plot.plot(workdir)} == {"loss.png", "lr.png"}
