@@ -1,9 +1,12 @@
+import hashlib
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 
 from granite_jax.data import demo_corpus
-from granite_jax.data.demo_stdlib import stdlib_items
 from granite_jax.data.domains import DOMAINS
 from granite_jax.data.sources import open_text_source
 
@@ -31,11 +34,46 @@ def test_reuses_existing_corpus(demo_cache):
   assert mtimes == {p: os.path.getmtime(p) for p in paths.values()}
 
 
-def test_generation_is_deterministic(demo_cache):
-  pools = demo_corpus._pools(stdlib_items()["train"])
-  for d in ("cc", "code", "math", "books"):
-    stored = _docs(demo_corpus.ensure_demo_corpus(demo_cache, "train")[d])
-    assert demo_corpus.generate_docs(d, "train", pools) == stored
+def _digest(docs) -> str:
+  h = hashlib.sha256()
+  for d in docs:
+    b = d.encode()
+    h.update(len(b).to_bytes(8, "little") + b)
+  return h.hexdigest()
+
+
+# Regenerates every domain and split from scratch in a fresh interpreter and prints their digests.
+_REGENERATE = """
+import hashlib, json, sys
+from granite_jax.data import demo_corpus
+from granite_jax.data.demo_stdlib import stdlib_items
+from granite_jax.data.domains import DOMAINS
+sys.path.insert(0, sys.argv[1])
+from test_data_demo_corpus import _digest
+items = stdlib_items()
+train_pools, eval_pools = demo_corpus._pools(items["train"]), demo_corpus._pools(items["eval"])
+out = {}
+for d in DOMAINS:
+  train = demo_corpus.generate_docs(d, "train", train_pools)
+  held_out = demo_corpus.generate_docs(d, "eval", eval_pools, exclude=frozenset(train))
+  out[f"{d}.train"], out[f"{d}.eval"] = _digest(train), _digest(held_out)
+print(json.dumps(out))
+"""
+
+
+def test_generation_is_deterministic_across_processes(demo_cache):
+  """Another interpreter, with another string-hash seed (set and dict orders, hash() differ),
+  generates every domain's train and eval documents identically to the stored corpus."""
+  seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
+  env = dict(os.environ, PYTHONHASHSEED=seed)
+  r = subprocess.run([sys.executable, "-c", _REGENERATE, os.path.dirname(os.path.abspath(__file__))],
+                     env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert r.returncode == 0, r.stderr[-3000:]
+  theirs = json.loads(r.stdout.strip().splitlines()[-1])
+  ours = {f"{d}.{s}": _digest(_docs(p)) for s in ("train", "eval")
+          for d, p in demo_corpus.ensure_demo_corpus(demo_cache, s).items()}
+  assert len(ours) == 2 * len(DOMAINS)
+  assert {k for k in ours if theirs.get(k) != ours[k]} == set()
 
 
 def test_domains_are_distinguishable(demo_cache):
