@@ -1,12 +1,10 @@
 """Shared helpers for the HF interop tests: tiny random transformers Granite models."""
-import jax
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from granite_jax.model import Granite  # noqa: E402
+from tests.ckpt.logit_helpers import our_logits, rel_err, tokens  # noqa: E402,F401 (torch-free; re-exported)
 
 MULTIPLIERS = dict(embedding_multiplier=3.5, attention_multiplier=0.3, residual_multiplier=0.6,
                    logits_scaling=2.5)
@@ -33,19 +31,6 @@ def randomize_norms(model, seed=0):
         p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
 
 
-def tokens(B=2, T=11, vocab=61, seed=0):
-  return np.random.default_rng(seed).integers(0, vocab, (B, T)).astype(np.int64)
-
-
 def hf_logits(model, toks):
   with torch.no_grad():
     return model(torch.from_numpy(toks)).logits.float().numpy()
-
-
-def our_logits(cfg, params, toks):
-  params = jax.tree.map(np.asarray, params)
-  return np.asarray(Granite(cfg).apply({"params": params}, toks.astype(np.int32)))
-
-
-def rel_err(a, b):
-  return float(np.abs(a - b).max() / np.abs(b).max())

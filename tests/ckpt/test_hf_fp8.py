@@ -10,7 +10,7 @@ from granite_jax.ckpt.hf import load_pretrained, save_pretrained
 from granite_jax.ckpt.safetensors_io import SafetensorsFile
 from granite_jax.model import preset
 from granite_jax.model.params import init_params
-from tests.ckpt.hf_helpers import our_logits, rel_err, tokens
+from tests.ckpt.logit_helpers import our_logits, rel_err, tokens  # torch-free: no transformers needed
 
 # Block linears dominate, as in real models (the 8B's are ~95% of its weights).
 CFG = preset("tiny", vocab_size=64, d_model=128, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=32, d_ff=384,
