@@ -1,8 +1,10 @@
 """Damaged checkpoints (truncated, bit-flipped at the same size, missing a file) are detected at
 restore by the per-process size + checksum manifests, named by step and path, set aside under
 damaged/, and skipped for an older one; a failed save leaves the older steps intact."""
+import importlib
 import json
 import os
+import sys
 import zlib
 
 import jax
@@ -88,19 +90,63 @@ def test_step_without_manifest_is_restored_with_a_warning(saved, capsys):
   assert "step 20" in out and "no integrity manifest" in out
 
 
-def test_manifest_records_size_and_checksum_per_process(saved):
+def _crc32c_table():
+  table = []
+  for i in range(256):
+    c = i
+    for _ in range(8):
+      c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)  # Castagnoli polynomial, reflected
+    table.append(c)
+  return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+  """CRC-32C in plain Python (slow, fine for KBs): a reference independent of google_crc32c."""
+  c = 0xFFFFFFFF
+  for b in data:
+    c = _CRC32C_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
+  return c ^ 0xFFFFFFFF
+
+
+REFERENCE = {"crc32": zlib.crc32, "crc32c": crc32c}  # whole file at once; the code reads in chunks
+
+
+def test_reference_checksums_match_the_standard_check_values():
+  assert zlib.crc32(b"123456789") == 0xCBF43926 and crc32c(b"123456789") == 0xE3069283
+
+
+@pytest.fixture
+def without_crc32c(monkeypatch):
+  """integrity as imported where google_crc32c is not installed: zlib's crc32."""
+  monkeypatch.setitem(sys.modules, "google_crc32c", None)
+  importlib.reload(integrity)
+  yield
+  monkeypatch.undo()
+  importlib.reload(integrity)
+
+
+@pytest.mark.parametrize("installed", [True, False])  # False: the fallback, whatever this machine has
+def test_manifest_records_size_and_checksum_per_process(saved, installed, request):
   d, _, _ = saved
+  if not installed:
+    request.getfixturevalue("without_crc32c")
+    assert integrity.ALGO == "crc32"
+    integrity.write_manifest(d, 20)
   path = integrity.manifest_path(d, 20, 0, 1)
   with open(path) as f:
     m = json.load(f)
+  assert m["algo"] == integrity.ALGO and m["algo"] in REFERENCE
   step_dir = os.path.join(d, "20")
   on_disk = sorted(os.path.relpath(os.path.join(r, n), step_dir) for r, _, ns in os.walk(step_dir) for n in ns)
   assert sorted(m["files"]) == on_disk  # one process wrote everything
   for rel, (size, crc) in m["files"].items():
     data = open(os.path.join(step_dir, rel), "rb").read()
     assert size == len(data)
-    if m["algo"] == "crc32":  # an independent reference: zlib over the whole file at once
-      assert crc == zlib.crc32(data)
+    assert crc == REFERENCE[m["algo"]](data), rel  # checked whichever algorithm is installed
+  assert integrity.verify(d, 20) is None
 
 
 def test_owner_splits_files_between_processes():
