@@ -31,6 +31,25 @@ def readme_rows() -> list[dict]:
   return rows
 
 
+def _token_stores(d: str) -> None:
+  """other_store/: a token store of another tokenizer; half_store/: a store whose job never finished."""
+  import shutil
+
+  from granite_jax.data import store_io
+  from granite_jax.data.store import build_store
+  from granite_jax.data.tok_spec import load_tokenizer_spec
+  from tests.data.store_helpers import make_tokenizer
+  spec = load_tokenizer_spec(make_tokenizer(os.path.join(d, "other_tok.json")))
+  src = os.path.join(d, "text", "one.jsonl")
+  os.makedirs(os.path.dirname(src))
+  with open(src, "w") as f:
+    f.write('{"text": "a few words"}\n')
+  build_store([src], os.path.join(d, "other_store"), spec)
+  half = os.path.join(d, "half_store")
+  os.makedirs(half)
+  shutil.copy(os.path.join(d, "other_store", store_io.PLAN), half)
+
+
 def make_examples(d: str) -> None:
   """The faulty inputs the table's commands name, in directory `d` (the commands run there)."""
   from granite_jax.ckpt.hf_config import to_hf_config
@@ -43,6 +62,7 @@ def make_examples(d: str) -> None:
       f.write(data)
 
   write("empty.jsonl", "")
+  _token_stores(d)
   write("empty.py", "")
   write("bad.jsonl", '{"prompt": "What is 2 + 2?", "domain": "math", "reference": "4"}\n{"prompt": \n')
   write("hf_empty/config.json", "")

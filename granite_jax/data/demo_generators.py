@@ -4,7 +4,6 @@ Each takes a `random.Random` so a fixed seed gives the same text everywhere.
 """
 from __future__ import annotations
 
-import math
 import random
 
 _NAMES = ["Maria", "Ken", "Aisha", "Luca", "Priya", "Tom", "Yuki", "Omar", "Lena", "Diego"]

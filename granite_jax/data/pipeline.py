@@ -65,8 +65,24 @@ def _build_shared(inputs: list[str], out: str, spec, **kw) -> None:
 
 
 def open_store(data_cfg: Any, path: str, what: str, spec, kind: str = "text"):
-  """The TokenStore at `path`, or the cache store of the text at `path` (built on first use)."""
+  """The TokenStore at `path`, or the cache store of the text at `path` (built on first use).
+  Errors (unreadable, bad records, no tokens, another tokenizer) name `what`, the config field."""
+  try:
+    store = _open_store(data_cfg, path, what, spec, kind)
+  except (ValueError, FileNotFoundError, OSError) as e:
+    msg = str(e).replace("pass --on_bad_record=skip", "set data.on_bad_record='skip'")
+    raise ValueError(msg if msg.startswith(f"{what}=") else f"{what}={path!r}: {msg}") from e
+  if store.num_tokens == 0:
+    files = ", ".join(store.sources[:5]) + (" ..." if len(store.sources) > 5 else "")
+    raise ValueError(f"{what}={path!r}: no tokens (every record of {files} is empty or was skipped as bad)")
+  return store
+
+
+def _open_store(data_cfg: Any, path: str, what: str, spec, kind: str):
+  from granite_jax.data import store_io
   from granite_jax.data.store import TokenStore, store_exists
+  if not store_exists(path) and store_io.Kv(path).read_json(store_io.PLAN) is not None:
+    TokenStore(path)  # a store still being built: says how far it got
   if not store_exists(path):
     text_field = config.field(data_cfg, "text_field") or "text"
     on_bad = config.on_bad_record(data_cfg)
@@ -77,7 +93,7 @@ def open_store(data_cfg: Any, path: str, what: str, spec, kind: str = "text"):
       _build_shared([path], out, spec, kind=kind, text_field=text_field, on_bad_record=on_bad)
     path = out
   store = TokenStore(path)
-  store.check_tokenizer(spec.fingerprint, what)
+  store.check_tokenizer(spec.fingerprint, "the run's tokenizer (data.tokenizer)")
   if store.kind != kind:
     raise ValueError(f"{what}={path!r} is a {store.kind!r} token store; this stage reads {kind!r} data")
   return store
@@ -96,11 +112,14 @@ def make_order(data_cfg: Any, *, seq_len: int, seed: int, split: str = "train") 
     return GlobalOrder({"sft": PackedRows(store, seq_len, sub_seed(seed, "sft"), shuffle=shuffle)}, {"sft": 1.0})
   key = "sources" if split == "train" else "eval_sources"
   weights = mixture_weights(data_cfg)
+  paths = resolve_sources(data_cfg, split)
+  given = config.as_dict(config.field(data_cfg, key), f"data.{key}")
   rows = {}
-  for domain, path in resolve_sources(data_cfg, split).items():
-    store = open_store(data_cfg, path, f"data.{key}.{domain}", spec)
+  # The user's sources first: their errors come before any demo-corpus domain is tokenized.
+  for domain in sorted(paths, key=lambda d: not given.get(d)):
+    store = open_store(data_cfg, paths[domain], f"data.{key}.{domain}", spec)
     rows[domain] = WindowRows(store, seq_len, sub_seed(seed, domain), shuffle=shuffle)
-  return GlobalOrder(rows, weights)
+  return GlobalOrder({d: rows[d] for d in paths}, weights)
 
 
 def describe(order: GlobalOrder, steps: int, global_batch: int) -> str:

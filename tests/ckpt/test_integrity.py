@@ -64,7 +64,7 @@ def test_damaged_latest_falls_back_to_previous(saved, damage, capsys):
   ck = Checkpointer(d)
   with pytest.raises(CheckpointError, match=r"step 20 .* damaged: (missing file|file) .*" + os.path.basename(victim)):
     ck.restore(20, abstract)
-  step, state, _ = ck.restore_latest_good(abstract, lambda: None)
+  step, state = ck.restore_latest_good(abstract)
   assert step == 10
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), jax.device_get(states[10].params))
   assert "step 20" in capsys.readouterr().out
@@ -72,12 +72,12 @@ def test_damaged_latest_falls_back_to_previous(saved, damage, capsys):
   assert ck.all_steps() == [10] and os.path.isdir(os.path.join(d, "damaged", "20"))
   ck.save(20, states[20])
   ck.close()
-  assert Checkpointer(d).restore_latest_good(abstract, lambda: None)[0] == 20  # a fresh manifest
+  assert Checkpointer(d).restore_latest_good(abstract)[0] == 20  # a fresh manifest
 
 
 def test_intact_checkpoint_verifies(saved):
   d, states, abstract = saved
-  step, state, _ = Checkpointer(d).restore_latest_good(abstract, lambda: None)
+  step, state = Checkpointer(d).restore_latest_good(abstract)
   assert step == 20
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), jax.device_get(states[20].params))
 
@@ -85,7 +85,7 @@ def test_intact_checkpoint_verifies(saved):
 def test_step_without_manifest_is_restored_with_a_warning(saved, capsys):
   d, _, abstract = saved
   os.rename(integrity.manifest_dir(d, 20), os.path.join(d, "moved"))  # killed before recording it
-  assert Checkpointer(d).restore_latest_good(abstract, lambda: None)[0] == 20
+  assert Checkpointer(d).restore_latest_good(abstract)[0] == 20
   out = capsys.readouterr().out
   assert "step 20" in out and "no integrity manifest" in out
 
@@ -172,7 +172,7 @@ def test_failed_save_names_the_place_and_keeps_older_steps(saved, monkeypatch):
   with pytest.raises(CheckpointError, match=f"saving checkpoint step 30 to {d} failed: .*No space left"):
     ck.save(30, states[20])
   ck.close()
-  step, state, _ = Checkpointer(d).restore_latest_good(abstract, lambda: None)
+  step, state = Checkpointer(d).restore_latest_good(abstract)
   assert step == 20
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), jax.device_get(states[20].params))
 

@@ -2,11 +2,8 @@
 the real clients (s3fs for inputs, TensorStore's s3 kvstore for the store); nothing is mocked."""
 import os
 import pickle
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
@@ -14,51 +11,18 @@ import pytest
 from granite_jax.data.store import TokenStore, build_store, store_exists
 from granite_jax.data.tok_spec import load_tokenizer_spec
 from granite_jax.data.text_inputs import resolve_inputs
+from tests.s3_server import BUCKET, s3_server
 from tests.data.store_helpers import DOCS, make_tokenizer, store_docs, write_input
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUCKET = "granite-test"
 FORMATS = ["jsonl", "jsonl.gz", "jsonl.zst", "parquet", "arrayrecord"]
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def s3():
   """A moto S3 server for this module, and the AWS_* environment pointing at it."""
-  pytest.importorskip("moto.server")
-  boto3 = pytest.importorskip("boto3")
-  port = _free_port()
-  server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  endpoint = f"http://127.0.0.1:{port}"
-  env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-         "AWS_DEFAULT_REGION": "us-east-1"}
-  with pytest.MonkeyPatch.context() as mp:
-    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_REGION"):
-      mp.delenv(k, raising=False)
-    for k, v in env.items():
-      mp.setenv(k, v)
-    try:
-      deadline = time.time() + 60
-      while True:
-        try:
-          urllib.request.urlopen(endpoint, timeout=1).read()
-          break
-        except OSError:
-          if server.poll() is not None or time.time() > deadline:
-            raise RuntimeError(f"moto_server did not start on {endpoint}") from None
-          time.sleep(0.2)
-      client = boto3.client("s3")
-      client.create_bucket(Bucket=BUCKET)
-      yield client
-    finally:
-      server.kill()
-      server.wait()
+  with s3_server(BUCKET) as (client, _):
+    yield client
 
 
 @pytest.fixture(scope="module")
