@@ -101,13 +101,13 @@ def test_batched_sharded_scores_equal_one_at_a_time(tmp_path):
   jax.tree.map(lambda p, s: p.sharding.is_equivalent_to(s, p.ndim) or pytest.fail(f"{p.sharding} != {s}"),
                scorer.params, shardings)
   assert any("fsdp" in s.spec for s in jax.tree.leaves(shardings["backbone"]))  # split, not whole
-  prompts, responses = rollouts(48)
+  prompts, responses = rollouts(32)
   got = scorer.score_batch(prompts, responses)
   ref = one_at_a_time(wd, tok)
   want = np.array([ref(p, r) for p, r in zip(prompts, responses)])
   assert np.ptp(want) > 0.1  # distinct scores: a wrong row, position or segment would show
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-  assert 1 < scorer.stats["calls"] and scorer.stats["rows"] < 48  # packed, several calls of 8 rows
+  assert 1 < scorer.stats["calls"] and scorer.stats["rows"] < 32  # packed, several calls of 8 rows
   assert scorer(prompts[3], responses[3]) == pytest.approx(want[3], rel=1e-4, abs=1e-5)
   # The run's RewardScorer: chat goes to the same scorer, the whole batch in one call.
   from configs import rlhf
@@ -115,7 +115,7 @@ def test_batched_sharded_scores_equal_one_at_a_time(tmp_path):
   c = rlhf.get_config("tiny")
   c.rl.reward_model, c.rl.reward_workers = wd, 0
   c.mesh.shape = (2, 4, 1)
-  got, m = build_rewards(c, tok).score(prompts, responses, [None] * 48, ["chat"] * 48)
+  got, m = build_rewards(c, tok).score(prompts, responses, [None] * 32, ["chat"] * 32)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
   assert m["reward_failures/chat"] == 0
 
