@@ -68,7 +68,7 @@ def chat_messages(prompt: str) -> list[dict]:
   """The policy's rendered prompt (data/chat_template.py's Granite format, ending in the assistant
   generation prompt) -> its messages; text in another form -> one user message."""
   from granite_jax.data.chat_template import END_ROLE, EOT, GENERATION_PROMPT, START
-  body = prompt[:-len(GENERATION_PROMPT)] if prompt.endswith(GENERATION_PROMPT) else prompt
+  body = prompt.removesuffix(GENERATION_PROMPT)
   if not body.startswith(START):
     return [{"role": "user", "content": prompt}]
   out = []

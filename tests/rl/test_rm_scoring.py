@@ -157,8 +157,8 @@ def hf_reward_model_with_template(path: str):
 
 
 def test_imported_reward_model_scores_its_own_chat_template_as_transformers_does(tmp_path):
-  from tests.ckpt.hf_helpers import torch, transformers
   from granite_jax.ckpt.hf_reward import import_reward_model
+  from tests.ckpt.hf_helpers import torch, transformers
   hf, wd = str(tmp_path / "hf"), str(tmp_path / "rm")
   model = hf_reward_model_with_template(hf)
   import_reward_model(hf, wd, seq_len=48, progress=False)
