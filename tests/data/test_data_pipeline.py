@@ -140,7 +140,7 @@ def test_all_bad_domain_stops_naming_its_files(data_cfg, tmp_path):
   path = tmp_path / "bad.jsonl"
   path.write_text("not json\n{\"no_text\": 1}\n")
   data_cfg.mixture, data_cfg.sources, data_cfg.on_bad_record = {"math": 1}, {"math": str(path)}, "skip"
-  with pytest.raises(ValueError, match="holds no tokens.*bad.jsonl"):
+  with pytest.raises(ValueError, match=r"data.sources.math=.*: no tokens .*bad.jsonl"):
     pipeline.make_order(data_cfg, seq_len=SEQ, seed=0)
 
 
