@@ -2,9 +2,9 @@
 
 Starts N copies of launch/run.py, each a JAX process with `--devices` fake CPU
 devices, joined by jax.distributed through a coordinator on 127.0.0.1 (CPU
-collectives use gloo). Everything multi-host (per-process data shards, global
-arrays from process-local batches, multi-process Orbax checkpoints, preemption
-agreement) runs for real, without a cluster. Process 0 prints to the console;
+collectives use gloo). Everything multi-host (each process reading its devices'
+rows of the global data order, global arrays from them, multi-process Orbax
+checkpoints, preemption agreement) runs for real, without a cluster. Process 0 prints to the console;
 the others write to <workdir>/local_logs/process_<i>.log (or a temp dir).
 If one process fails, the others are stopped (they would wait on collectives).
 """
