@@ -145,6 +145,6 @@ def _at(tree: Any, path: tuple[str, ...]) -> Any:
   return tree
 
 
-if __name__ == "__main__":
-  from granite_jax.ckpt.hf_cli import cli_main
-  cli_main()
+if __name__ == "__main__":  # `python -m granite_jax.ckpt.hf`: the CLI lives above this library module
+  import runpy
+  runpy.run_module("granite_jax.ckpt.hf_cli", run_name="__main__")

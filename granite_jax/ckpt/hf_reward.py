@@ -2,7 +2,7 @@
 
 A Granite- or Llama-style `*ForSequenceClassification` with one label (safetensors: the decoder
 under `model.*` plus `score.weight` [1, D], optional `score.bias`) becomes a reward-model workdir
-that `rl.reward_model` (rl/reward_model.py `load_scorer`) loads like one trained here:
+that `rl.reward_model` (rl/rm_scorer.py `load`) loads like one trained here:
   WORKDIR/ckpt/              Orbax, step 0, params {"backbone": Granite params, "head": {"w", "b"}}
   WORKDIR/model_config.json  ModelConfig of the backbone
   WORKDIR/config.json        {"train": {"seq_len": N}} (the longest sequence scored)

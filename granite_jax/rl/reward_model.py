@@ -115,9 +115,3 @@ def read_rm_config(workdir: str) -> tuple[ModelConfig, int]:
     cfg = ModelConfig.from_dict(json.load(f))
   with open(os.path.join(workdir, "config.json")) as f:
     return cfg, int(json.load(f)["train"]["seq_len"])
-
-
-def load_scorer(workdir: str, tok, **kw):
-  """A reward model's workdir -> a batched scorer (rl/rm_scorer.py); kw: mesh, rows, template."""
-  from granite_jax.rl.rm_scorer import load
-  return load(workdir, tok, **kw)

@@ -60,7 +60,7 @@ def read_pairs(path: str) -> list[dict]:
 
 
 def encode_pairs(tok, pairs: list[dict], seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-  """-> tokens, segment_ids [2N, T]: chosen rows then rejected rows (tokenized like load_scorer)."""
+  """-> tokens, segment_ids [2N, T]: chosen rows then rejected rows (tokenized like rl/rm_scorer.py scores them)."""
   rows = {"chosen": [], "rejected": []}
   for p in pairs:
     ids, _ = encode_chat(tok, p["messages"], p.get("tools"), add_generation_prompt=True)

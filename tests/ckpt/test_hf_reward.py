@@ -13,7 +13,8 @@ from tests.ckpt.hf_helpers import randomize_norms, rel_err, torch, transformers 
 
 from granite_jax.ckpt.hf_cli import main as hf_main  # noqa: E402
 from granite_jax.ckpt.hf_reward import load_reward_model  # noqa: E402
-from granite_jax.rl.reward_model import load_scorer, pad_rows, rm_scores  # noqa: E402
+from granite_jax.rl.reward_model import pad_rows, rm_scores  # noqa: E402
+from granite_jax.rl.rm_scorer import load as load_scorer  # noqa: E402
 
 V, PAD = 61, 0
 

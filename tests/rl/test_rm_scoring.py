@@ -96,7 +96,7 @@ def test_batched_sharded_scores_equal_one_at_a_time(tmp_path):
   save_rm(wd)
   tok = word_tokenizer()
   mesh = make_mesh((2, 4, 1), ("data", "fsdp", "tensor"))
-  scorer = rm_lib.load_scorer(wd, tok, mesh=mesh, rows=8)
+  scorer = rm_scorer.load(wd, tok, mesh=mesh, rows=8)
   shardings = rm_lib.rm_param_shardings(CFG, mesh)
   jax.tree.map(lambda p, s: p.sharding.is_equivalent_to(s, p.ndim) or pytest.fail(f"{p.sharding} != {s}"),
                scorer.params, shardings)
@@ -173,16 +173,16 @@ def test_imported_reward_model_scores_its_own_chat_template_as_transformers_does
   convs[1] = [{"role": "system", "content": "w5 w6"}] + convs[1]
   responses = [" ".join(rng.choice(WORDS, k)) for k in (4, 1, 9, 6)]
   prompts = [render(m, add_generation_prompt=True) for m in convs]  # what the policy was given
-  auto = rm_lib.load_scorer(wd, None).score_batch(prompts, responses)
+  auto = rm_scorer.load(wd, None).score_batch(prompts, responses)
   want = [hf_score(ht.apply_chat_template(m + [{"role": "assistant", "content": r}], tokenize=True,
                                           return_dict=False))
           for m, r in zip(convs, responses)]
   assert np.ptp(want) > 1e-3
   np.testing.assert_allclose(auto, want, rtol=1e-4, atol=1e-5)
   # "none": the policy-rendered text as is (its markers are unknown words to this tokenizer).
-  plain = rm_lib.load_scorer(wd, None, template="none").score_batch(prompts, responses)
+  plain = rm_scorer.load(wd, None, template="none").score_batch(prompts, responses)
   np.testing.assert_allclose(plain, [hf_score(ht(p + r)["input_ids"]) for p, r in zip(prompts, responses)],
                              rtol=1e-4, atol=1e-5)
   assert np.abs(plain - auto).max() > 1e-3
   with pytest.raises(ValueError, match="reward_model_template"):
-    rm_lib.load_scorer(wd, None, template="jinja")
+    rm_scorer.load(wd, None, template="jinja")
