@@ -16,6 +16,11 @@ temperature-scaled model distribution (log_softmax(logits / T); raw logits
 when greedy), before the top-k/top-p truncation: the quantity the trainer
 recomputes, so the importance ratio is 1 on-policy. A stop token is part of the output and of
 `lengths`; positions after a row stops hold `pad_id` and log-prob 0.
+
+Two engines behind `make_sampler` / `generate`: "program" is the single jitted program above
+(`sample`: any mesh, and what the dry run lowers); "fast" is granite_jax.infer.engine (one
+prefill per prompt, decode cost that follows the live tokens, per-row token budgets; single
+device), whose sampled tokens come from other draws of the same distribution (infer/draw.py).
 """
 from __future__ import annotations
 
@@ -144,18 +149,26 @@ def sample(params, prompts_BP, lengths_B, rng, temperature, top_p, top_k, *,
 
 def make_sampler(cfg: ModelConfig, *, max_new_tokens: int, stop_ids: Sequence[int] = (),
                  samples_per_prompt: int = 1, pad_id: int = 0, mesh: Mesh | None = None,
-                 param_shardings=None, split_layers: bool = True) -> Callable:
+                 param_shardings=None, split_layers: bool = True, engine: str = "program") -> Callable:
   """Jitted `(params, prompts_BP, lengths_B, rng, temperature, top_p, top_k) -> dict`.
 
   With a mesh, parameters keep their training shardings and the batch is split
   along the training batch axes (the prompt batch must divide by them).
   `split_layers`: see `sample`. Nothing is donated: the caller keeps the
   parameters, and the cache lives inside the program.
+  `engine="fast"`: granite_jax.infer.engine where it runs (no mesh, or a one-device one),
+  which also takes per-row budgets as an 8th argument `max_new_Q` [B*G]; else this program.
   """
   if max_new_tokens < 1:
     raise ValueError(f"max_new_tokens={max_new_tokens} must be positive")
   if samples_per_prompt < 1:
     raise ValueError(f"samples_per_prompt={samples_per_prompt} must be positive")
+  if engine not in ("program", "fast"):
+    raise ValueError(f"engine={engine!r} must be 'program' or 'fast'")
+  if engine == "fast" and (mesh is None or mesh.size == 1):
+    from granite_jax.infer.engine import Engine  # engine -> draw -> this module
+    return Engine(cfg, max_new_tokens=max_new_tokens, stop_ids=tuple(int(s) for s in stop_ids),
+                  samples_per_prompt=samples_per_prompt, pad_id=pad_id)
   fn = functools.partial(sample, cfg=cfg, max_new_tokens=max_new_tokens,
                          stop_ids=tuple(int(s) for s in stop_ids),
                          samples_per_prompt=samples_per_prompt, pad_id=pad_id,
@@ -196,23 +209,31 @@ def left_pad(prompt_tokens, lengths=None, pad_id: int = 0, bucket: int = PROMPT_
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_sampler(cfg, max_new_tokens, stop_ids, samples_per_prompt, pad_id):
+def _cached_sampler(cfg, max_new_tokens, stop_ids, samples_per_prompt, pad_id, engine):
   return make_sampler(cfg, max_new_tokens=max_new_tokens, stop_ids=stop_ids,
-                      samples_per_prompt=samples_per_prompt, pad_id=pad_id)
+                      samples_per_prompt=samples_per_prompt, pad_id=pad_id, engine=engine)
 
 
 def generate(params, cfg: ModelConfig, prompt_tokens, max_new_tokens: int, *,
              temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
              stop_ids: Sequence[int] = (), rng: jax.Array | None = None,
-             samples_per_prompt: int = 1, lengths=None, pad_id: int = 0) -> dict:
-  """One-call generation for evals and judges (single program, no mesh).
+             samples_per_prompt: int = 1, lengths=None, pad_id: int = 0,
+             max_new_per_row: Sequence[int] | None = None, engine: str = "fast") -> dict:
+  """One-call generation for evals and judges (no mesh).
 
   `prompt_tokens`: list of token lists, or a right-padded [B, P] array with
   optional `lengths`. Returns dict(tokens [B*G, N], logprobs [B*G, N], lengths [B*G]).
+  `max_new_per_row`: each output row's own token budget (<= max_new_tokens; the fast engine).
+  `engine`: "fast" (granite_jax.infer.engine) or "program" (`sample`, the single program).
   """
   prompts_BP, lengths_B = left_pad(prompt_tokens, lengths, pad_id)
   fn = _cached_sampler(cfg, int(max_new_tokens), tuple(int(s) for s in stop_ids),
-                       int(samples_per_prompt), int(pad_id))
+                       int(samples_per_prompt), int(pad_id), engine)
   rng = jax.random.PRNGKey(0) if rng is None else rng
-  return fn(params, prompts_BP, lengths_B, rng, jnp.float32(temperature), jnp.float32(top_p),
-            jnp.int32(top_k))
+  args = (params, prompts_BP, lengths_B, rng, jnp.float32(temperature), jnp.float32(top_p),
+          jnp.int32(top_k))
+  if max_new_per_row is None:
+    return fn(*args)
+  if engine != "fast":
+    raise ValueError("max_new_per_row needs engine='fast'")
+  return fn(*args, np.asarray(max_new_per_row, np.int32))

@@ -1,0 +1,128 @@
+"""A decode step over a prompt KV shared by its samples plus each row's own generated KV.
+
+Rows are grouped by prompt: row b*G + g is a sample of prompt b (G = rows // prompts; G = 1
+when each row carries its own copy of its prompt's KV). A prompt's keys and values come from
+one prefill (`prefill`: the model's own KV-cache path at cache_index 0) and each decode step
+reads them once per prompt, not once per sample; only the generated tokens' KV is per row.
+
+The generated KV is stored per layer as keys [R, K, S, H] and values [R, K, S, H], S a length
+bucket (granite_jax.infer.engine grows it as rows get longer), so a step reads the filled part
+of the cache, not a preallocated prompt + max_new_tokens. All rows decode in step: the token
+fed at step t (the t-th generated token, 0-based) is written to slot t and attends to slots
+<= t and to its prompt's real (non-padding) tokens, with one softmax over both parts.
+
+The step reuses the model's own blocks (RMSNorm, MLP, RoPE, projections via `dense`) with the
+parameters of `granite_jax.model.decoder.decode_params` (split per layer, compute dtype).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from granite_jax.model import Granite, ModelConfig
+from granite_jax.model.cache import init_cache
+from granite_jax.model.layers import RMSNorm, apply_rope, dense, rope_cos_sin
+from granite_jax.model.mlp import MLP
+
+_NEG = float(jnp.finfo(jnp.float32).min)
+
+
+def prefill(cfg: ModelConfig, params, prompts_BP, lengths_B):
+  """Left-padded prompts -> (last-position logits [B, V] float32, prompt KV dict).
+
+  The prompt KV: k / v tuples of L arrays [B, K, P, H] / [B, K, H, P] (the model cache's
+  layouts), `valid_BP` (real tokens) and `lengths_B`. `params` as from `decode_params`.
+  """
+  B, Pl = prompts_BP.shape
+  pad_B = Pl - lengths_B
+  slot_P = jnp.arange(Pl, dtype=jnp.int32)
+  seg_BP = (slot_P[None] >= pad_B[:, None]).astype(jnp.int32)
+  pos_BP = jnp.maximum(slot_P[None] - pad_B[:, None], 0)
+  logits_B1V, cache = Granite(cfg).apply(
+      {"params": params}, prompts_BP * seg_BP, segment_ids=seg_BP, positions=pos_BP,
+      cache=init_cache(cfg, B, Pl), cache_index=0, last_only=True)
+  return logits_B1V[:, 0], dict(k=cache["k"], v=cache["v"], valid_BP=seg_BP > 0,
+                                lengths_B=lengths_B)
+
+
+def init_gen_kv(cfg: ModelConfig, rows: int, slots: int):
+  shape = (rows, cfg.n_kv_heads, slots, cfg.head_dim)
+  return dict(k=tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.n_layers)),
+              v=tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.n_layers)))
+
+
+def _to_groups(x_RKG, B):
+  """[R, K, Gq, ...] (rows b*G + g) -> [B, K, G*Gq, ...]: a prompt's queries side by side."""
+  R, K, Gq = x_RKG.shape[:3]
+  x = x_RKG.reshape(B, R // B, K, Gq, *x_RKG.shape[3:])
+  return jnp.swapaxes(x, 1, 2).reshape(B, K, (R // B) * Gq, *x_RKG.shape[3:])
+
+
+def _to_rows(x_BKM, R, Gq):
+  """Inverse of `_to_groups`."""
+  B, K = x_BKM.shape[:2]
+  x = x_BKM.reshape(B, K, R // B, Gq, *x_BKM.shape[3:])
+  return jnp.swapaxes(x, 1, 2).reshape(R, K, Gq, *x_BKM.shape[3:])
+
+
+def attend(q_RNH, pk_BKPH, pv_BKHP, valid_BP, gk_RKSH, gv_RKSH, t, scale):
+  """Attention of each row's one query over its prompt's KV and its own slots <= t -> [R, N, H]."""
+  R, N, H = q_RNH.shape
+  B, K = pk_BKPH.shape[:2]
+  Gq, S = N // K, gk_RKSH.shape[2]
+  f32 = jnp.float32
+  # Prompt part: a prompt's G*Gq queries against its keys in one [G*Gq, P] dot per kv head.
+  q_BKMH = _to_groups(q_RNH.reshape(R, K, Gq, H), B)
+  sp_BKMP = jnp.einsum("bkmh,bkph->bkmp", q_BKMH, pk_BKPH.astype(q_RNH.dtype),
+                       preferred_element_type=f32) * scale
+  sp_BKMP = jnp.where(valid_BP[:, None, None], sp_BKMP, _NEG)
+  # Generated part: each row's query against its own filled slots.
+  sg_RKGS = jnp.einsum("rkgh,rksh->rkgs", q_RNH.reshape(R, K, Gq, H), gk_RKSH.astype(q_RNH.dtype),
+                       preferred_element_type=f32) * scale
+  sg_RKGS = jnp.where(jnp.arange(S) <= t, sg_RKGS, _NEG)
+  # One softmax over both parts: a shared max and denominator.
+  m_BKM = jnp.maximum(jnp.max(sp_BKMP, -1), _to_groups(jnp.max(sg_RKGS, -1), B))
+  ep_BKMP = jnp.exp(sp_BKMP - m_BKM[..., None])
+  eg_RKGS = jnp.exp(sg_RKGS - _to_rows(m_BKM, R, Gq)[..., None])
+  den_BKM = jnp.sum(ep_BKMP, -1) + _to_groups(jnp.sum(eg_RKGS, -1), B)
+  vd = gv_RKSH.dtype
+  op_BKMH = jnp.einsum("bkmp,bkhp->bkmh", ep_BKMP.astype(vd), pv_BKHP, preferred_element_type=f32)
+  og_RKGH = jnp.einsum("rkgs,rksh->rkgh", eg_RKGS.astype(vd), gv_RKSH, preferred_element_type=f32)
+  o_BKMH = (op_BKMH + _to_groups(og_RKGH, B)) / den_BKM[..., None]
+  return _to_rows(o_BKMH, R, Gq).reshape(R, N, H).astype(q_RNH.dtype)
+
+
+def decode_step(cfg: ModelConfig, params, tok_R, pos_R, prompt, gen, t):
+  """Feed token `tok_R` (RoPE position `pos_R`) into generated slot `t` -> (logits [R, V], gen)."""
+  c = cfg
+  H = c.head_dim
+  norm = lambda p, x: RMSNorm(c.rms_eps, c.dtype, c.param_dtype).apply({"params": p}, x)
+  emb_VD = params["embed"]["embedding"]
+  x_R1D = (jnp.take(emb_VD, tok_R[:, None], axis=0).astype(c.dtype) * c.embedding_multiplier)
+  cos, sin = rope_cos_sin(pos_R[:, None], H, c.rope_theta)
+  new_k, new_v = [], []
+  for layer, pk, pv, gk, gv in zip(params["layers"], prompt["k"], prompt["v"], gen["k"], gen["v"]):
+    a = layer["attn"]
+    h_R1D = norm(layer["attn_norm"], x_R1D)
+    q_R1NH = dense(h_R1D, a["q"].astype(c.dtype))
+    k_R1KH = dense(h_R1D, a["k"].astype(c.dtype))
+    v_R1KH = dense(h_R1D, a["v"].astype(c.dtype))
+    if c.position_embedding == "rope":
+      q_R1NH, k_R1KH = apply_rope(q_R1NH, cos, sin), apply_rope(k_R1KH, cos, sin)
+    # This token's key and value go to slot t of each row ([R, 1, K, H] -> [R, K, 1, H]).
+    gk = jax.lax.dynamic_update_slice(gk, jnp.swapaxes(k_R1KH, 1, 2).astype(gk.dtype), (0, 0, t, 0))
+    gv = jax.lax.dynamic_update_slice(gv, jnp.swapaxes(v_R1KH, 1, 2).astype(gv.dtype), (0, 0, t, 0))
+    o_RNH = attend(q_R1NH[:, 0], pk, pv, prompt["valid_BP"], gk, gv, t, c.attn_scale)
+    x_R1D = x_R1D + c.residual_multiplier * dense(o_RNH[:, None], a["o"].astype(c.dtype), n_in=2)
+    x_R1D = x_R1D + c.residual_multiplier * MLP(c).apply({"params": layer["mlp"]},
+                                                         norm(layer["mlp_norm"], x_R1D))
+    new_k.append(gk)
+    new_v.append(gv)
+  x_RD = norm(params["final_norm"], x_R1D)[:, 0]
+  if c.tie_embeddings:
+    logits_RV = jax.lax.dot_general(x_RD, emb_VD.astype(c.dtype), (((1,), (1,)), ((), ())),
+                                    preferred_element_type=jnp.float32)
+  else:
+    logits_RV = jnp.einsum("rd,dv->rv", x_RD, params["lm_head"].astype(c.dtype),
+                           preferred_element_type=jnp.float32)
+  return logits_RV / c.logits_scaling, dict(k=tuple(new_k), v=tuple(new_v))
