@@ -13,10 +13,34 @@ This is the PaLM-paper count (appendix B): 6 = 2 FLOPs per multiply-add times
 (forward + 2x backward). Attention is counted over the full T x T square, as
 PaLM does, even though the causal mask makes half of it unused. MFU counts
 *model* FLOPs: recomputation under `remat` is not credited.
+
+The peak per device (`device_peak_flops`) is `train.peak_flops` when set, else the bf16 dense
+peak of the device kind from PEAKS (NVIDIA datasheets; B200 is the 1,000 W HGX part, GB200's
+B200 runs at 1,200 W), else on CPU a matmul measured once per process. An unknown accelerator
+gives 0: no MFU rather than a wrong one.
 """
 from __future__ import annotations
 
+import functools
+
 from granite_jax.model.config import ModelConfig
+
+# (substring of jax's device_kind, bf16 dense FLOP/s per device); the first match wins, so the
+# more specific names come first ("GB200" contains "B200", "H100 PCIe" is not the SXM part).
+PEAKS: tuple[tuple[str, float], ...] = (
+    ("GB200", 2.5e15),
+    ("B200", 2.25e15),
+    ("H200 NVL", 835e12),
+    ("H200", 989e12),
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),
+    ("A100", 312e12),
+    ("TPU v6 lite", 918e12),
+    ("TPU v5 lite", 197e12),
+    ("TPU v5", 459e12),
+    ("TPU v4", 275e12),
+)
 
 
 def matmul_params(cfg: ModelConfig) -> int:
@@ -38,3 +62,42 @@ def mfu(tokens_per_sec: float, flops_per_token: float, peak_flops: float) -> flo
   if peak_flops <= 0:
     return None
   return tokens_per_sec * flops_per_token / peak_flops
+
+
+def table_peak(device_kind: str) -> float:
+  """bf16 dense FLOP/s of a device kind from PEAKS; 0.0 when it is not in the table."""
+  return next((peak for name, peak in PEAKS if name.lower() in device_kind.lower()), 0.0)
+
+
+@functools.lru_cache(maxsize=None)
+def measured_cpu_peak(n: int = 1024, iters: int = 3) -> float:
+  """FLOP/s of one CPU device: the best of `iters` jitted float32 n x n x n matmuls, shared out
+  over the process's devices (fake CPU devices share the same cores). ~0.1 s, once per process."""
+  import time
+
+  import jax
+  import jax.numpy as jnp
+
+  dev = jax.local_devices()[0]
+  a = jax.device_put(jnp.ones((n, n), jnp.float32), dev)
+  mm = jax.jit(lambda x: x @ x)
+  mm(a).block_until_ready()
+  best = float("inf")
+  for _ in range(iters):
+    t = time.perf_counter()
+    mm(a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n ** 3 / best / jax.local_device_count()
+
+
+def device_peak_flops(configured: float = 0.0) -> float:
+  """Per-device peak FLOP/s for MFU: `configured` (train.peak_flops) when > 0, else the table's
+  entry for this device kind, else the measured matmul peak on CPU, else 0.0 (unknown)."""
+  if configured > 0:
+    return float(configured)
+  import jax
+
+  dev = jax.devices()[0]
+  if dev.platform == "cpu":
+    return measured_cpu_peak()
+  return table_peak(dev.device_kind)

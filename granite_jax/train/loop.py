@@ -75,6 +75,7 @@ def trainer(job: Job) -> session.Trainer:
                               grad_accum=c.train.grad_accum, context_shards=shards)
   eval_fn = step_lib.jit_eval_step(cfg, job.mesh, job.shardings.params)
   flops_per_token = flops.train_flops_per_token(cfg, c.train.seq_len)
+  peak = flops.device_peak_flops(c.train.get("peak_flops", 0.0))  # per device: config, table or measured
   # Every store (train and held-out) is opened here, before the first step: a missing, partial,
   # empty or other-tokenizer store stops the run now, naming its config field.
   order = make_order(c, "train")
@@ -98,8 +99,8 @@ def trainer(job: Job) -> session.Trainer:
   def record(s, m, sec):
     tps = job.tokens_per_step / max(sec, 1e-9)
     out = dict(tokens_per_sec=tps, tokens_seen=s * job.tokens_per_step)
-    mfu = flops.mfu(tps, flops_per_token, c.train.get("peak_flops", 0.0) * jax.device_count())
-    if mfu is not None:  # needs train.peak_flops (per device); 0 = unknown
+    mfu = flops.mfu(tps, flops_per_token, peak * jax.device_count())
+    if mfu is not None:  # an accelerator missing from flops.PEAKS needs train.peak_flops
       out["mfu"] = mfu
     epochs = order.epochs(s * B)
     out.update({f"epochs/{d}": e for d, e in epochs.items()})
