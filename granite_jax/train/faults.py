@@ -10,6 +10,8 @@ GRANITE_FAULT_KILL_STEP=5     the process SIGKILLs itself once step 5 is dispatc
                               its checkpoint, if any): a crash at a known point.
 GRANITE_FAULT_SIGTERM_STEP=3  the process sends itself SIGTERM after step 3: the preemption
                               path (handler, checkpoint, exit 42) at a known point.
+GRANITE_FAULT_SLOW_PROCESS=1:0.5  process 1 sleeps 0.5 s after dispatching each step: a slow host
+                              (data, CPU) the straggler check (train/stragglers.py) must name.
 Unset (the normal case), the session compiles the plain step: nothing here costs anything.
 """
 from __future__ import annotations
@@ -63,3 +65,18 @@ def poisonable(step_fn):
     with nn.intercept_methods(poison):
       return step_fn(state, batch)
   return fn
+
+
+def slow_process_seconds() -> float:
+  """GRANITE_FAULT_SLOW_PROCESS=P:SECONDS: the seconds this process sleeps per step (0: unset,
+  or another process)."""
+  raw = os.environ.get("GRANITE_FAULT_SLOW_PROCESS", "").strip()
+  if not raw:
+    return 0.0
+  try:
+    p, sec = raw.split(":")
+    p, sec = int(p), float(sec)
+  except ValueError:
+    raise ValueError(f"GRANITE_FAULT_SLOW_PROCESS={raw!r} must be PROCESS:SECONDS, e.g. 1:0.5") from None
+  import jax
+  return sec if jax.process_index() == p else 0.0
