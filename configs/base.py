@@ -63,9 +63,10 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.train.eval_batches = 4
   c.train.on_nonfinite = "skip"  # or "stop"
   c.train.max_consecutive_skips = 5  # more non-finite steps in a row stop the run
-  c.train.peak_flops = 0.0     # per-device peak FLOP/s for the logged MFU; 0 = unknown, no mfu
+  c.train.peak_flops = 0.0     # per-device peak FLOP/s for the logged MFU; 0 = by device kind (granite_jax/flops.py)
   c.train.loss_spike_factor = 3.0  # log a spike when loss > factor x its running mean (0 = off)
   c.train.deterministic_gpu = False  # --xla_gpu_deterministic_ops: bitwise-repeatable GPU runs, slower
+  c.train.straggler_every = 50  # multi-process: every N steps name the slowest host (0 = off; a tiny all-gather)
 
   c.optim = default_optim_config()
   if is_tiny(arg):
@@ -91,6 +92,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.ckpt.async_save = True
   c.ckpt.verify_checksums = True  # record + check a checksum of every checkpoint file (False: sizes only)
 
+  c.profile = profile_config()
+
   c.merge = merge_config()
   c.init_from = ""  # checkpoint directory of the previous stage: params only, fresh optimizer
   # The network (shapes, multipliers, RoPE, max length) comes from init_from's model_config.json;
@@ -102,3 +105,14 @@ def get_config(arg: str | None = None) -> ConfigDict:
 def merge_config(enabled: bool = False, weight: float = 0.5) -> ConfigDict:
   """End-of-stage model merge: `weight` x this stage's result + (1 - weight) x `init_from`."""
   return ConfigDict(dict(enabled=enabled, weight=weight))
+
+
+def profile_config() -> ConfigDict:
+  """Where the time goes (granite_jax/train/timing.py, profiling.py)."""
+  c = ConfigDict()
+  c.steps = ""            # XLA trace of steps "START:END" (END exclusive; "5:8,100:103"), "" = none
+  c.processes = "all"     # which processes trace: "all" or "0,3"
+  c.request_steps = 5     # steps traced per request: `echo N > WORKDIR/profile/request` or SIGUSR1
+  c.perfetto = True       # also write perfetto_trace.json.gz next to the TensorBoard .xplane.pb
+  c.timing = True         # step-time breakdown, device memory, stragglers, timeline.jsonl (goodput)
+  return c

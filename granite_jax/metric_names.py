@@ -12,3 +12,5 @@ REWARD_MEAN = "reward_mean"    # RL rollout statistics (rl/rollout.py reward_sta
 ACCURACY = "accuracy"          # RL rollouts; reward-model pair accuracy
 RESPONSE_LEN = "response_len"  # RL: mean response length in tokens
 EVAL = "eval_"                 # prefix of the held-out versions (RL greedy eval, reward-model pairs)
+TIME = "time/"                 # step-time breakdown, seconds per step (train/timing.py): TIME + a part
+TIME_PARTS = ("step", "data", "h2d", "ckpt", "eval", "sync", "compile", "other")  # stacked in this order

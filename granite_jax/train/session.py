@@ -12,7 +12,10 @@ way for all of them:
 - metrics.jsonl + TensorBoard, truncated on resume to the restored step;
 - the banner; the non-finite guard, checked one step late so dispatch stays asynchronous, and
   always before a checkpoint; preemption (SIGTERM: checkpoint, exit 42, all processes agree);
-- the progress bar and shutdown.
+- the progress bar and shutdown;
+- where the time goes (train/timing.py): a step-time breakdown in every record (data, host to
+  device, step, checkpoint, eval, ...), device memory, the straggler check, XLA profiles on
+  demand (profiling.py) and WORKDIR/timeline.jsonl, from which goodput.py computes goodput.
 Fault hooks for tests: train/faults.py.
 """
 from __future__ import annotations
@@ -42,6 +45,7 @@ from granite_jax.train.guards import Guard, NonFiniteError
 from granite_jax.train.metrics import MetricsWriter
 from granite_jax.train.preemption import Preemption, exit_preempted
 from granite_jax.train.steps import total_steps  # tokens / explicit steps / SFT epochs over the data
+from granite_jax.train.timing import RunTiming
 from granite_jax.train.validate import validate
 
 
@@ -193,6 +197,7 @@ def run(job: Job, workdir: str, trainer: Trainer, *, progress: bool = True) -> d
   c = job.config
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
+  tm = RunTiming(c, workdir, is_main=is_main, log_every=trainer.log_every or c.train.log_every)
   if is_main:
     write_run_files(c, job, workdir)
   shardings = trainer.state_shardings or job.shardings
@@ -220,15 +225,19 @@ def run(job: Job, workdir: str, trainer: Trainer, *, progress: bool = True) -> d
   eval_on = trainer.evaluate is not None and bool(c.train.eval_batches)
   out = dict(steps=job.steps, first_loss=None, final_loss=None, first_eval=None, final_eval=None,
              eval_loss=None, workdir=workdir)
+  tm.started(step, job.steps)
   if step == 0 and eval_on and trainer.eval_at_start:
     out["first_eval"] = out["final_eval"] = trainer.evaluate(state.params)
     writer.write(dict(step=0, **out["first_eval"]))
+    tm.lap("eval")
   bar = _progress(progress and is_main, step, job.steps)
   marks = [time.perf_counter(), step]  # time and step of the last logged record
 
   def settle(s, m, extra, with_eval=False):
     """Host side of step s, one step late: guard (may raise), log, evaluate."""
+    tm.settling()
     m = jax.device_get(m)
+    tm.lap("step")  # waiting for the device: step s ends while step s + 1 is queued behind it
     loss, gnorm, skipped = float(m["loss"]), float(m["grad_norm"]), bool(m["skipped"])
     try:
       events = guard.check(s, loss, gnorm, skipped)
@@ -250,19 +259,26 @@ def run(job: Job, workdir: str, trainer: Trainer, *, progress: bool = True) -> d
       record.update(trainer.record(s, m, sec))
     record.update(events)
     if with_eval:  # only called when `state` is the state after step s
+      tm.lap("other")
       out["final_eval"] = trainer.evaluate(state.params)
+      tm.lap("eval")
       record.update(out["final_eval"])
       out["eval_loss"] = out["final_eval"].get("eval_loss")
+    record.update(tm.record(s))
     writer.write(record)
-    if trainer.postfix is not None:
-      bar.set_postfix(**trainer.postfix(record))
+    fields = dict(trainer.postfix(record)) if trainer.postfix is not None else {}
+    fields.update(tm.postfix(record))
+    if fields:
+      bar.set_postfix(**fields)
     line = trainer.log_line(dict(record, **extra)) if trainer.log_line and is_main and s % log_every == 0 else None
     if line:
       bar.write(line)
 
   pending = None  # (step, metrics, extra) of the step in flight
+  status = "error"
   try:
     while step < job.steps:
+      tm.iteration(step)
       try:
         batch, extra = trainer.next_batch(state, data, step)
       except StopIteration:  # a finite number of epochs (SFT) ran out before train.steps
@@ -272,7 +288,9 @@ def run(job: Job, workdir: str, trainer: Trainer, *, progress: bool = True) -> d
         if is_main:
           print(f"granite_jax: data exhausted after step {step} ({c.train.get('epochs')} epochs)", flush=True)
         if step and step not in ckpt.all_steps():
+          tm.lap("other")
           ckpt.save(step, state)
+          tm.saved(step)
         break
       except StopRequested as e:  # SIGTERM during a data stall: keep what is done, leave now
         if pending is not None:
@@ -283,15 +301,22 @@ def run(job: Job, workdir: str, trainer: Trainer, *, progress: bool = True) -> d
         if jax.process_count() == 1 and step and step not in ckpt.all_steps():
           ckpt.save(step, state)  # (several processes may not all be waiting: no collective save)
         exit_preempted(step, ckpt, bar)
+      tm.lap_data(extra)
       batch = to_global(batch, trainer.batch_shardings)
+      tm.lap("h2d")
       fn = functools.partial(_poisoned, poison_fn) if step + 1 in nan_steps else train_fn
       skipped = None
-      for _ in range(trainer.updates_per_step):
-        state, m = fn(state, batch)
-        skipped = m["skipped"] if skipped is None else skipped | m["skipped"]
+      tm.begin(step + 1)
+      with tm.annotation(step + 1):
+        for _ in range(trainer.updates_per_step):
+          state, m = fn(state, batch)
+          skipped = m["skipped"] if skipped is None else skipped | m["skipped"]
+      tm.dispatched()
       m = dict(m, skipped=skipped)
       step += 1
       ckpt.poll()
+      tm.lap("ckpt")
+      tm.after_step(step, (state, m))
       if pending is not None:
         settle(*pending)
         pending = None
@@ -300,34 +325,53 @@ def run(job: Job, workdir: str, trainer: Trainer, *, progress: bool = True) -> d
       must_save = step % c.ckpt.every_steps == 0 or step == job.steps
       eval_due = eval_on and (step % c.train.eval_every == 0 or step == job.steps)
       # Multi-host agreement on preemption costs a collective: ask only at log/save steps.
+      tm.lap("other")
       stop = preempt.should_stop(step) if (jax.process_count() == 1 or must_save
                                            or step % log_every == 0) else False
+      tm.lap("sync")
       if must_save or stop or eval_due:
         settle(step, m, extra, with_eval=eval_due)  # never checkpoint a step the guard has not seen
       else:
         pending = (step, m, extra)
       if must_save or stop:
+        tm.lap("other")
         ckpt.save(step, state)
+        tm.saved(step)
       if stop:
         exit_preempted(step, ckpt, bar)
+    status = "done"
+  except SystemExit:  # preempted: the checkpoint has committed
+    status = "preempted"
+    tm.lap("ckpt")
+    raise
   except Exception:  # let a save in flight commit (the previous checkpoint stays), then re-raise
     _quiet_close(ckpt, writer, bar)
     raise
   finally:
     preempt.restore()
+    if status != "done":
+      _print(tm.end(status, step))
     if hasattr(data, "close"):
       data.close()
     if trainer.close is not None:
       trainer.close()
   bar.close()
+  tm.lap("other")
   ckpt.close()
+  tm.lap("ckpt")  # the last async save commits
   writer.close()
   out["skipped_steps"] = guard.total_skipped
   line = trainer.done_line(out) if trainer.done_line and is_main else None
   if line:
     print(line + (f", {guard.total_skipped} skipped steps" if guard.total_skipped else "")
           + f"; metrics in {writer.path}", flush=True)
+  _print(tm.end("done", step))
   return out
+
+
+def _print(line: str | None) -> None:
+  if line:
+    print(line, flush=True)
 
 
 def _poisoned(poison_fn, state, batch):
