@@ -5,6 +5,8 @@ loss.png (train and eval loss) and lr.png against tokens seen for
 pretraining/SFT; reward.png, accuracy.png, kl.png and response_length.png
 for RL. A figure whose metrics the run never logged is skipped. The x axis is
 `tokens_seen` when the records have it, else `step`.
+The CLI also draws time.png when the run logged the step-time breakdown (train/timing.py): the
+milliseconds of each part per step, stacked, against the step (`breakdown`).
 """
 from __future__ import annotations
 
@@ -71,6 +73,45 @@ def plot(workdir: str, out: str | None = None) -> list[str]:
   return written
 
 
+def breakdown(workdir: str, out: str | None = None) -> str | None:
+  """time.png: time/<part> of every record, stacked (ms per step); None when none was logged.
+  Each record covers the steps since the previous one, so its bar spans them. Compilation is
+  named in the legend, not stacked: one first step would flatten every other."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  records = [r for r in load(workdir) if M.TIME + "wall" in r and "step" in r]
+  if not records:
+    return None
+  steps = [r["step"] for r in records]
+  x = [steps[0] - 1] + steps  # the first record covers the steps before it
+  fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+  base = [0.0] * len(records)
+  for part in M.TIME_PARTS:
+    if part == "compile":
+      continue
+    ys = [1e3 * float(r.get(M.TIME + part, 0.0)) for r in records]
+    if not any(ys):
+      continue
+    top = [b + y for b, y in zip(base, ys)]
+    ax.fill_between(x, [base[0]] + base, [top[0]] + top, step="pre", label=part, alpha=0.85, linewidth=0)
+    base = top
+  compile_s = sum(float(r.get(M.TIME + "compile", 0.0)) for r in records)
+  ax.set_xlabel("step")
+  ax.set_ylabel("ms per step")
+  ax.grid(alpha=0.3)
+  ax.legend(title=f"compile {compile_s:.1f} s (not drawn)" if compile_s else None, fontsize=8, loc="upper right")
+  ax.set_title(f"{os.path.basename(os.path.abspath(workdir))}: where the time goes")
+  fig.tight_layout()
+  out = out or os.path.join(workdir, "plots")
+  os.makedirs(out, exist_ok=True)
+  path = os.path.join(out, "time.png")
+  fig.savefig(path)
+  plt.close(fig)
+  return path
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   p = argparse.ArgumentParser(prog="python -m granite_jax.plot", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.error(f"no metrics.jsonl in {a.workdir}")
   for f in plot(a.workdir, a.out):
     print(f)
+  time_png = breakdown(a.workdir, a.out)
+  if time_png:
+    print(time_png)
 
 
 if __name__ == "__main__":

@@ -62,3 +62,29 @@ def test_cli_without_metrics_fails(tmp_path):
   out = subprocess.run([sys.executable, "-m", "granite_jax.plot", str(tmp_path)], capture_output=True,
                        text=True)
   assert out.returncode != 0 and "metrics.jsonl" in out.stderr
+
+
+def test_breakdown_stacks_the_time_parts_the_session_logs(tmp_path):
+  """Records carry the names train/timing.py writes (metric_names.TIME + TIME_PARTS, the list
+  plot.py draws from); curves keep their own figures, the breakdown is time.png."""
+  from granite_jax import metric_names as M
+
+  recs = []
+  for s in (1, 10, 20, 30):
+    r = dict(step=s, loss=3.0, **{M.TIME + p: 0.001 * (i + 1) for i, p in enumerate(M.TIME_PARTS)
+                                  if p != "compile"})
+    r[M.TIME + "wall"] = sum(v for k, v in r.items() if k.startswith(M.TIME))
+    recs.append(r)
+  recs[0][M.TIME + "compile"] = 5.0
+  write_metrics(tmp_path, recs)
+  assert "time.png" not in {os.path.basename(p) for p in plot.plot(str(tmp_path))}
+  path = plot.breakdown(str(tmp_path))
+  assert path == str(tmp_path / "plots" / "time.png") and is_png(path)
+  out = subprocess.run([sys.executable, "-m", "granite_jax.plot", str(tmp_path)], capture_output=True,
+                       text=True, check=True, env=dict(os.environ, MPLBACKEND="Agg"))
+  assert out.stdout.split()[-1] == str(tmp_path / "plots" / "time.png")
+
+
+def test_no_breakdown_without_time_records(tmp_path):
+  write_metrics(tmp_path, [dict(step=1, loss=3.0)])
+  assert plot.breakdown(str(tmp_path)) is None
