@@ -11,7 +11,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Bottom to top (DESIGN.md). A package imports only from its own layer or below.
 LAYERS = [
-    {"model", "ops", "sharding", "cli", "flops"},  # flops: FLOPs of a ModelConfig (train MFU, plan)
+    {"model", "ops", "sharding", "cli", "flops", "metric_names"},  # flops: FLOPs of a ModelConfig (train MFU,
+    # plan); metric_names: the logged metric keys the loops write and plot.py reads
     {"data", "optim", "ckpt"},
     {"infer", "train"},
     {"sft", "rl", "eval", "plan", "demo", "plot"},  # plot: reads a run's metrics.jsonl
