@@ -86,7 +86,7 @@ def breakdown(workdir: str, out: str | None = None) -> str | None:
     return None
   steps = [r["step"] for r in records]
   x = [steps[0] - 1] + steps  # the first record covers the steps before it
-  fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+  fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
   base = [0.0] * len(records)
   for part in M.TIME_PARTS:
     if part == "compile":
@@ -101,7 +101,8 @@ def breakdown(workdir: str, out: str | None = None) -> str | None:
   ax.set_xlabel("step")
   ax.set_ylabel("ms per step")
   ax.grid(alpha=0.3)
-  ax.legend(title=f"compile {compile_s:.1f} s (not drawn)" if compile_s else None, fontsize=8, loc="upper right")
+  ax.legend(title=f"compile {compile_s:.1f} s\n(not drawn)" if compile_s else None, fontsize=8,
+            title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, not on them
   ax.set_title(f"{os.path.basename(os.path.abspath(workdir))}: where the time goes")
   fig.tight_layout()
   out = out or os.path.join(workdir, "plots")
