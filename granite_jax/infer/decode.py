@@ -5,9 +5,12 @@ when each row carries its own copy of its prompt's KV). A prompt's keys and valu
 one prefill (`prefill`: the model's own KV-cache path at cache_index 0) and each decode step
 reads them once per prompt, not once per sample; only the generated tokens' KV is per row.
 
-The generated KV is stored per layer as keys [R, K, S, H] and values [R, K, S, H], S a length
+The generated KV is stored per layer as keys [R, K, H, S] and values [R, K, S, H], S a length
 bucket (granite_jax.infer.engine grows it as rows get longer), so a step reads the filled part
-of the cache, not a preallocated prompt + max_new_tokens. All rows decode in step: the token
+of the cache, not a preallocated prompt + max_new_tokens. Those layouts (and the prompt's
+keys [B, K, H, P], values [B, K, P, H]) make both attention dots plain [M, k] x [k, n]
+matmuls, the form XLA:CPU's YNNPACK dots run fastest: with keys [.., S, H] the 64-row,
+128-slot score dots of the bench model took twice as long. All rows decode in step: the token
 fed at step t (the t-th generated token, 0-based) is written to slot t and attends to slots
 <= t and to its prompt's real (non-padding) tokens, with one softmax over both parts.
 
@@ -30,8 +33,8 @@ _NEG = float(jnp.finfo(jnp.float32).min)
 def prefill(cfg: ModelConfig, params, prompts_BP, lengths_B):
   """Left-padded prompts -> (last-position logits [B, V] float32, prompt KV dict).
 
-  The prompt KV: k / v tuples of L arrays [B, K, P, H] / [B, K, H, P] (the model cache's
-  layouts), `valid_BP` (real tokens) and `lengths_B`. `params` as from `decode_params`.
+  The prompt KV: k / v tuples of L arrays [B, K, H, P] / [B, K, P, H], `valid_BP` (real
+  tokens) and `lengths_B`. `params` as from `decode_params`.
   """
   B, Pl = prompts_BP.shape
   pad_B = Pl - lengths_B
@@ -41,14 +44,22 @@ def prefill(cfg: ModelConfig, params, prompts_BP, lengths_B):
   logits_B1V, cache = Granite(cfg).apply(
       {"params": params}, prompts_BP * seg_BP, segment_ids=seg_BP, positions=pos_BP,
       cache=init_cache(cfg, B, Pl), cache_index=0, last_only=True)
-  return logits_B1V[:, 0], dict(k=cache["k"], v=cache["v"], valid_BP=seg_BP > 0,
+  swap = lambda arrays: tuple(jnp.swapaxes(a, 2, 3) for a in arrays)  # from the model cache's
+  return logits_B1V[:, 0], dict(k=swap(cache["k"]), v=swap(cache["v"]), valid_BP=seg_BP > 0,
                                 lengths_B=lengths_B)
 
 
 def init_gen_kv(cfg: ModelConfig, rows: int, slots: int):
-  shape = (rows, cfg.n_kv_heads, slots, cfg.head_dim)
-  return dict(k=tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.n_layers)),
-              v=tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.n_layers)))
+  K, H, L = cfg.n_kv_heads, cfg.head_dim, cfg.n_layers
+  return dict(k=tuple(jnp.zeros((rows, K, H, slots), cfg.dtype) for _ in range(L)),
+              v=tuple(jnp.zeros((rows, K, slots, H), cfg.dtype) for _ in range(L)))
+
+
+def grow_gen_kv(gen, slots: int):
+  """The generated KV with `slots` slots (the new ones empty)."""
+  pad = lambda a, axis: jnp.pad(a, [(0, slots - a.shape[axis]) if i == axis else (0, 0)
+                                    for i in range(a.ndim)])
+  return dict(k=tuple(pad(a, 3) for a in gen["k"]), v=tuple(pad(a, 2) for a in gen["v"]))
 
 
 def _to_groups(x_RKG, B):
@@ -65,19 +76,19 @@ def _to_rows(x_BKM, R, Gq):
   return jnp.swapaxes(x, 1, 2).reshape(R, K, Gq, *x_BKM.shape[3:])
 
 
-def attend(q_RNH, pk_BKPH, pv_BKHP, valid_BP, gk_RKSH, gv_RKSH, t, scale):
+def attend(q_RNH, pk_BKHP, pv_BKPH, valid_BP, gk_RKHS, gv_RKSH, t, scale):
   """Attention of each row's one query over its prompt's KV and its own slots <= t -> [R, N, H]."""
   R, N, H = q_RNH.shape
-  B, K = pk_BKPH.shape[:2]
-  Gq, S = N // K, gk_RKSH.shape[2]
+  B, K = pk_BKHP.shape[:2]
+  Gq, S = N // K, gk_RKHS.shape[3]
   f32 = jnp.float32
   # Prompt part: a prompt's G*Gq queries against its keys in one [G*Gq, P] dot per kv head.
   q_BKMH = _to_groups(q_RNH.reshape(R, K, Gq, H), B)
-  sp_BKMP = jnp.einsum("bkmh,bkph->bkmp", q_BKMH, pk_BKPH.astype(q_RNH.dtype),
+  sp_BKMP = jnp.einsum("bkmh,bkhp->bkmp", q_BKMH, pk_BKHP.astype(q_RNH.dtype),
                        preferred_element_type=f32) * scale
   sp_BKMP = jnp.where(valid_BP[:, None, None], sp_BKMP, _NEG)
   # Generated part: each row's query against its own filled slots.
-  sg_RKGS = jnp.einsum("rkgh,rksh->rkgs", q_RNH.reshape(R, K, Gq, H), gk_RKSH.astype(q_RNH.dtype),
+  sg_RKGS = jnp.einsum("rkgh,rkhs->rkgs", q_RNH.reshape(R, K, Gq, H), gk_RKHS.astype(q_RNH.dtype),
                        preferred_element_type=f32) * scale
   sg_RKGS = jnp.where(jnp.arange(S) <= t, sg_RKGS, _NEG)
   # One softmax over both parts: a shared max and denominator.
@@ -86,7 +97,7 @@ def attend(q_RNH, pk_BKPH, pv_BKHP, valid_BP, gk_RKSH, gv_RKSH, t, scale):
   eg_RKGS = jnp.exp(sg_RKGS - _to_rows(m_BKM, R, Gq)[..., None])
   den_BKM = jnp.sum(ep_BKMP, -1) + _to_groups(jnp.sum(eg_RKGS, -1), B)
   vd = gv_RKSH.dtype
-  op_BKMH = jnp.einsum("bkmp,bkhp->bkmh", ep_BKMP.astype(vd), pv_BKHP, preferred_element_type=f32)
+  op_BKMH = jnp.einsum("bkmp,bkph->bkmh", ep_BKMP.astype(vd), pv_BKPH, preferred_element_type=f32)
   og_RKGH = jnp.einsum("rkgs,rksh->rkgh", eg_RKGS.astype(vd), gv_RKSH, preferred_element_type=f32)
   o_BKMH = (op_BKMH + _to_groups(og_RKGH, B)) / den_BKM[..., None]
   return _to_rows(o_BKMH, R, Gq).reshape(R, N, H).astype(q_RNH.dtype)
@@ -109,8 +120,9 @@ def decode_step(cfg: ModelConfig, params, tok_R, pos_R, prompt, gen, t):
     v_R1KH = dense(h_R1D, a["v"].astype(c.dtype))
     if c.position_embedding == "rope":
       q_R1NH, k_R1KH = apply_rope(q_R1NH, cos, sin), apply_rope(k_R1KH, cos, sin)
-    # This token's key and value go to slot t of each row ([R, 1, K, H] -> [R, K, 1, H]).
-    gk = jax.lax.dynamic_update_slice(gk, jnp.swapaxes(k_R1KH, 1, 2).astype(gk.dtype), (0, 0, t, 0))
+    # This token's key and value go to slot t of each row.
+    k_RKH1 = jnp.transpose(k_R1KH, (0, 2, 3, 1)).astype(gk.dtype)
+    gk = jax.lax.dynamic_update_slice(gk, k_RKH1, (0, 0, 0, t))
     gv = jax.lax.dynamic_update_slice(gv, jnp.swapaxes(v_R1KH, 1, 2).astype(gv.dtype), (0, 0, t, 0))
     o_RNH = attend(q_R1NH[:, 0], pk, pv, prompt["valid_BP"], gk, gv, t, c.attn_scale)
     x_R1D = x_R1D + c.residual_multiplier * dense(o_RNH[:, None], a["o"].astype(c.dtype), n_in=2)

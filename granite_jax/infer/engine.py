@@ -83,7 +83,7 @@ class Engine:
       slots = min(-(-(t_end - 1) // self.bucket) * self.bucket, N - 1)  # token t_end - 2 is fed last
       if gen is None:
         gen = decode.init_gen_kv(sp.cfg, len(state["done"]), slots)
-      elif gen["k"][0].shape[2] < slots:
+      elif gen["v"][0].shape[2] < slots:
         gen = _grow(gen, slots)
       state, gen = _chunk(sp, dparams, prompt, gen, state, jnp.int32(t_end), stop_S, *knobs)
     return _save(out, state)
@@ -134,10 +134,7 @@ def _chunk(sp: Spec, params, prompt, gen, state, t_end, stop_S, temperature, top
   return jax.lax.while_loop(cond, body, (state, gen))
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def _grow(gen, slots):
-  pad = lambda a: jnp.pad(a, ((0, 0), (0, 0), (0, slots - a.shape[2]), (0, 0)))
-  return jax.tree.map(pad, gen)
+_grow = jax.jit(decode.grow_gen_kv, static_argnums=1)
 
 
 @functools.partial(jax.jit, static_argnums=4)
