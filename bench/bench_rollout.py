@@ -23,7 +23,8 @@ from other jobs on the machine falls on all of them alike; ratios are within one
   tunix       tunix.generate.sampler.Sampler with tunix.models.llama3 at this shape, our
               weights copied in (q scaled by 1/8: its attention scale is head_dim^-0.5,
               ours 1/64; exact in float), one row per sample (64 prompt strings), cache
-              prompt + new tokens; run in its own venv as a subprocess (`--tunix-venv`).
+              prompt + new tokens; run in its own venv as a subprocess (`--tunix-venv`) whose
+              timed calls interleave with ours.
 """
 from __future__ import annotations
 
@@ -66,31 +67,53 @@ def tail_budgets(rows: int, mean: float, cap: int, seed: int = 0) -> np.ndarray:
   return np.minimum(np.random.default_rng(seed).geometric(1.0 / mean, rows), cap).astype(np.int32)
 
 
-def run_tunix(venv: str, params, cfg, prompts, G: int, N: int, warmup: int, repeats: int,
-              timeout: int) -> dict:
-  """Tunix's Sampler on each prompt repeated G times, in a subprocess of `venv`'s python
-  -> dict(times, tokens [rows, N], greedy: the first min(32, N) greedy tokens per prompt)."""
-  with tempfile.TemporaryDirectory() as d:
+class TunixPeer:
+  """Tunix's Sampler on each prompt repeated G times, in a subprocess of `venv`'s python.
+
+  The subprocess loads the weights, compiles (greedy and sampled), then runs one timed
+  rollout per `run()` (a line on its stdin), so its calls interleave with ours.
+  `greedy`: its first min(32, N) greedy tokens per prompt; `tokens` [rows, N] after `close()`.
+  """
+
+  def __init__(self, venv: str, params, cfg, prompts, G: int, N: int, timeout: int):
+    self.dir = tempfile.TemporaryDirectory()
+    d = self.dir.name
     flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
             for path, v in jax.tree_util.tree_flatten_with_path(params)[0]}
     np.savez(os.path.join(d, "params.npz"), **flat)
     np.save(os.path.join(d, "prompts.npy"), np.repeat(prompts, G, axis=0))
     with open(os.path.join(d, "run.py"), "w") as f:
       f.write(_TUNIX_SCRIPT)
-    args = dict(d=d, N=N, G=G, warmup=warmup, repeats=repeats, cfg=dataclasses.asdict(cfg))
-    proc = subprocess.run([os.path.join(venv, "bin", "python"), os.path.join(d, "run.py"),
-                           json.dumps(args)], capture_output=True, text=True, timeout=timeout)
-    if proc.returncode:
-      raise RuntimeError(f"tunix run failed:\n{proc.stderr[-3000:]}")
-    with open(os.path.join(d, "out.json")) as f:
-      out = json.load(f)
-    out["tokens"] = np.load(os.path.join(d, "tokens.npy"))
-    out["greedy"] = np.load(os.path.join(d, "greedy.npy"))
-    return out
+    args = dict(d=d, N=N, G=G, cfg=dataclasses.asdict(cfg))
+    self.timeout = timeout
+    self.proc = subprocess.Popen([os.path.join(venv, "bin", "python"), os.path.join(d, "run.py"),
+                                  json.dumps(args)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+    self._expect("ready")
+    self.greedy = np.load(os.path.join(d, "greedy.npy"))
+
+  def _expect(self, word: str):
+    line = self.proc.stdout.readline().strip()
+    if line != word:
+      self.proc.kill()
+      raise RuntimeError(f"tunix peer: expected {word!r}, got {line!r}:\n{self.proc.stderr.read()[-3000:]}")
+
+  def run(self):
+    self.proc.stdin.write("run\n")
+    self.proc.stdin.flush()
+    self._expect("done")
+
+  def close(self) -> np.ndarray:
+    self.proc.stdin.write("quit\n")
+    self.proc.stdin.flush()
+    self.proc.wait(self.timeout)
+    tokens = np.load(os.path.join(self.dir.name, "tokens.npy"))
+    self.dir.cleanup()
+    return tokens
 
 
 _TUNIX_SCRIPT = r'''
-import json, os, sys, time
+import json, os, sys
 import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
 from tunix.generate import sampler as sampler_lib
@@ -133,17 +156,15 @@ texts = [" ".join(map(str, r)) for r in prompts]
 kw = dict(max_generation_steps=N, max_prompt_length=P, eos_tokens=[-1], pad_output=True)
 run = lambda: s(texts, temperature=1.0, top_p=1.0, seed=1, **kw)
 greedy = s(texts[:: a["G"]], temperature=0.0, **dict(kw, max_generation_steps=min(32, N)))
-out = run()
-for _ in range(a["warmup"] - 1):
-  run()
-times = []
-for _ in range(a["repeats"]):
-  t = time.perf_counter()
-  run()
-  times.append(time.perf_counter() - t)
-np.save(os.path.join(d, "tokens.npy"), np.asarray(out.tokens))
 np.save(os.path.join(d, "greedy.npy"), np.asarray(greedy.tokens))
-json.dump(dict(times=times, jax=jax.__version__), open(os.path.join(d, "out.json"), "w"))
+out = run()  # compiles
+print("ready", flush=True)
+for line in sys.stdin:
+  if line.strip() != "run":
+    break
+  run()
+  print("done", flush=True)
+np.save(os.path.join(d, "tokens.npy"), np.asarray(out.tokens))
 '''
 
 
@@ -187,22 +208,26 @@ def main(argv=None):
   mk = lambda engine, n: make_sampler(cfg, max_new_tokens=n, samples_per_prompt=G, engine=engine)
   if a.only in (None, "rl"):
     base, fast = mk("program", N), mk("fast", N)
-    outs, times = interleaved({"baseline": lambda: base(params, padded, lens, rng, *knobs),
-                               "fast": lambda: fast(params, padded, lens, rng, *knobs)},
-                              a.warmup, a.repeats)
-    for k in outs:
+    fns = {"baseline": lambda: base(params, padded, lens, rng, *knobs),
+           "fast": lambda: fast(params, padded, lens, rng, *knobs)}
+    peer = None
+    if a.tunix_venv:
+      peer = TunixPeer(a.tunix_venv, params, cfg, prompts, G, N, a.tunix_timeout)
+      fns["tunix"] = peer.run
+    outs, times = interleaved(fns, a.warmup, a.repeats)
+    for k in ("baseline", "fast"):
       assert (np.asarray(outs[k]["lengths"]) == N).all(), k
     b = add("rl", "baseline (program)", R * N, times["baseline"])
     f = add("rl", "fast (engine)", R * N, times["fast"])
     f["vs_baseline"] = b["seconds"] / f["seconds"]
-    if a.tunix_venv:
-      tx = run_tunix(a.tunix_venv, params, cfg, prompts, G, N, a.warmup, a.repeats, a.tunix_timeout)
-      t = add("rl", "tunix 0.1.7 Sampler", R * N, tx["times"])
+    if peer is not None:
+      assert peer.close().shape == (R, N)  # no row stopped early
+      t = add("rl", "tunix 0.1.7 Sampler", R * N, times["tunix"])
       t["vs_baseline"] = b["seconds"] / t["seconds"]
       f["vs_tunix"] = t["seconds"] / f["seconds"]
       ours = np.asarray(fast(params, padded, lens, rng, np.float32(0), np.float32(1), np.int32(0))
                         ["tokens"])[::G, :min(32, N)]
-      result["greedy_agreement_vs_tunix"] = float((ours == tx["greedy"]).mean())
+      result["greedy_agreement_vs_tunix"] = float((ours == peer.greedy).mean())
   if a.only in (None, "tail"):
     budgets = tail_budgets(R, a.tail_mean, N)
     top = int(budgets.max())
