@@ -5,12 +5,12 @@ when each row carries its own copy of its prompt's KV). A prompt's keys and valu
 one prefill (`prefill`: the model's own KV-cache path at cache_index 0) and each decode step
 reads them once per prompt, not once per sample; only the generated tokens' KV is per row.
 
-The generated KV is stored per layer as keys [R, K, H, S] and values [R, K, S, H], S a length
-bucket (granite_jax.infer.engine grows it as rows get longer), so a step reads the filled part
-of the cache, not a preallocated prompt + max_new_tokens. Those layouts (and the prompt's
-keys [B, K, H, P], values [B, K, P, H]) make both attention dots plain [M, k] x [k, n]
-matmuls, the form XLA:CPU's YNNPACK dots run fastest: with keys [.., S, H] the 64-row,
-128-slot score dots of the bench model took twice as long. All rows decode in step: the token
+The generated KV is stored per layer in the group layout, keys [B, K, G, H, S] and values
+[B, K, G, S, H], S a length bucket (granite_jax.infer.engine grows it as rows get longer), so
+a step reads the filled part of the cache, not a preallocated prompt + max_new_tokens. The
+whole attention runs in that layout: queries move into it and out of it once per layer. Keys [.., H, S] (and the prompt's [B, K, H, P], values [B, K, P, H]) make both
+attention dots plain [m, k] x [k, n] matmuls, the form XLA:CPU's YNNPACK dots run fastest:
+with keys [.., S, H] the 64-row, 128-slot score dots took twice as long. All rows decode in step: the token
 fed at step t (the t-th generated token, 0-based) is written to slot t and attends to slots
 <= t and to its prompt's real (non-padding) tokens, with one softmax over both parts.
 
@@ -49,58 +49,56 @@ def prefill(cfg: ModelConfig, params, prompts_BP, lengths_B):
                                 lengths_B=lengths_B)
 
 
-def init_gen_kv(cfg: ModelConfig, rows: int, slots: int):
+def init_gen_kv(cfg: ModelConfig, groups: int, G: int, slots: int):
   K, H, L = cfg.n_kv_heads, cfg.head_dim, cfg.n_layers
-  return dict(k=tuple(jnp.zeros((rows, K, H, slots), cfg.dtype) for _ in range(L)),
-              v=tuple(jnp.zeros((rows, K, slots, H), cfg.dtype) for _ in range(L)))
+  return dict(k=tuple(jnp.zeros((groups, K, G, H, slots), cfg.dtype) for _ in range(L)),
+              v=tuple(jnp.zeros((groups, K, G, slots, H), cfg.dtype) for _ in range(L)))
 
 
 def grow_gen_kv(gen, slots: int):
   """The generated KV with `slots` slots (the new ones empty)."""
   pad = lambda a, axis: jnp.pad(a, [(0, slots - a.shape[axis]) if i == axis else (0, 0)
                                     for i in range(a.ndim)])
-  return dict(k=tuple(pad(a, 3) for a in gen["k"]), v=tuple(pad(a, 2) for a in gen["v"]))
+  return dict(k=tuple(pad(a, 4) for a in gen["k"]), v=tuple(pad(a, 3) for a in gen["v"]))
 
 
-def _to_groups(x_RKG, B):
-  """[R, K, Gq, ...] (rows b*G + g) -> [B, K, G*Gq, ...]: a prompt's queries side by side."""
-  R, K, Gq = x_RKG.shape[:3]
-  x = x_RKG.reshape(B, R // B, K, Gq, *x_RKG.shape[3:])
-  return jnp.swapaxes(x, 1, 2).reshape(B, K, (R // B) * Gq, *x_RKG.shape[3:])
+def take_rows(gen, rows_R):
+  """Rows `rows_R` (b*G + g) of the generated KV, one row per group (G = 1)."""
+  def take(a):
+    B, K, G = a.shape[:3]
+    a_RK = jnp.swapaxes(a, 1, 2).reshape(B * G, K, *a.shape[3:])
+    return jnp.take(a_RK, rows_R, axis=0)[:, :, None]
+  return jax.tree.map(take, gen)
 
 
-def _to_rows(x_BKM, R, Gq):
-  """Inverse of `_to_groups`."""
-  B, K = x_BKM.shape[:2]
-  x = x_BKM.reshape(B, K, R // B, Gq, *x_BKM.shape[3:])
-  return jnp.swapaxes(x, 1, 2).reshape(R, K, Gq, *x_BKM.shape[3:])
+def attend(q_RNH, pk_BKHP, pv_BKPH, valid_BP, gk_BKGHS, gv_BKGSH, t, scale):
+  """Attention of each row's one query over its prompt's KV and its own slots <= t -> [R, N, H].
 
-
-def attend(q_RNH, pk_BKHP, pv_BKPH, valid_BP, gk_RKHS, gv_RKSH, t, scale):
-  """Attention of each row's one query over its prompt's KV and its own slots <= t -> [R, N, H]."""
+  In the group layout throughout: a prompt's G*Gq queries meet its keys in one [G*Gq, P] dot
+  per kv head, each row's Gq queries its own slots in a [Gq, S] dot, and one softmax (a
+  shared max and denominator) spans both parts.
+  """
   R, N, H = q_RNH.shape
-  B, K = pk_BKHP.shape[:2]
-  Gq, S = N // K, gk_RKHS.shape[3]
-  f32 = jnp.float32
-  # Prompt part: a prompt's G*Gq queries against its keys in one [G*Gq, P] dot per kv head.
-  q_BKMH = _to_groups(q_RNH.reshape(R, K, Gq, H), B)
-  sp_BKMP = jnp.einsum("bkmh,bkhp->bkmp", q_BKMH, pk_BKHP.astype(q_RNH.dtype),
+  B, K, G, _, S = gk_BKGHS.shape
+  Gq, M = N // K, G * (N // K)
+  f32, dt = jnp.float32, q_RNH.dtype
+  q_BKGQH = jnp.swapaxes(q_RNH.reshape(B, G, K, Gq, H), 1, 2)
+  sp_BKMP = jnp.einsum("bkmh,bkhp->bkmp", q_BKGQH.reshape(B, K, M, H), pk_BKHP.astype(dt),
                        preferred_element_type=f32) * scale
   sp_BKMP = jnp.where(valid_BP[:, None, None], sp_BKMP, _NEG)
-  # Generated part: each row's query against its own filled slots.
-  sg_RKGS = jnp.einsum("rkgh,rkhs->rkgs", q_RNH.reshape(R, K, Gq, H), gk_RKHS.astype(q_RNH.dtype),
-                       preferred_element_type=f32) * scale
-  sg_RKGS = jnp.where(jnp.arange(S) <= t, sg_RKGS, _NEG)
-  # One softmax over both parts: a shared max and denominator.
-  m_BKM = jnp.maximum(jnp.max(sp_BKMP, -1), _to_groups(jnp.max(sg_RKGS, -1), B))
+  sg_BKGQS = jnp.einsum("bkgqh,bkghs->bkgqs", q_BKGQH, gk_BKGHS.astype(dt),
+                        preferred_element_type=f32) * scale
+  sg_BKMS = jnp.where(jnp.arange(S) <= t, sg_BKGQS, _NEG).reshape(B, K, M, S)
+  m_BKM = jnp.maximum(jnp.max(sp_BKMP, -1), jnp.max(sg_BKMS, -1))
   ep_BKMP = jnp.exp(sp_BKMP - m_BKM[..., None])
-  eg_RKGS = jnp.exp(sg_RKGS - _to_rows(m_BKM, R, Gq)[..., None])
-  den_BKM = jnp.sum(ep_BKMP, -1) + _to_groups(jnp.sum(eg_RKGS, -1), B)
-  vd = gv_RKSH.dtype
+  eg_BKMS = jnp.exp(sg_BKMS - m_BKM[..., None])
+  den_BKM = jnp.sum(ep_BKMP, -1) + jnp.sum(eg_BKMS, -1)
+  vd = gv_BKGSH.dtype
   op_BKMH = jnp.einsum("bkmp,bkph->bkmh", ep_BKMP.astype(vd), pv_BKPH, preferred_element_type=f32)
-  og_RKGH = jnp.einsum("rkgs,rksh->rkgh", eg_RKGS.astype(vd), gv_RKSH, preferred_element_type=f32)
-  o_BKMH = (op_BKMH + _to_groups(og_RKGH, B)) / den_BKM[..., None]
-  return _to_rows(o_BKMH, R, Gq).reshape(R, N, H).astype(q_RNH.dtype)
+  og_BKGQH = jnp.einsum("bkgqs,bkgsh->bkgqh", eg_BKMS.reshape(B, K, G, Gq, S).astype(vd), gv_BKGSH,
+                        preferred_element_type=f32)
+  o_BKMH = (op_BKMH + og_BKGQH.reshape(B, K, M, H)) / den_BKM[..., None]
+  return jnp.swapaxes(o_BKMH.reshape(B, K, G, Gq, H), 1, 2).reshape(R, N, H).astype(dt)
 
 
 def decode_step(cfg: ModelConfig, params, tok_R, pos_R, prompt, gen, t):
@@ -120,10 +118,12 @@ def decode_step(cfg: ModelConfig, params, tok_R, pos_R, prompt, gen, t):
     v_R1KH = dense(h_R1D, a["v"].astype(c.dtype))
     if c.position_embedding == "rope":
       q_R1NH, k_R1KH = apply_rope(q_R1NH, cos, sin), apply_rope(k_R1KH, cos, sin)
-    # This token's key and value go to slot t of each row.
-    k_RKH1 = jnp.transpose(k_R1KH, (0, 2, 3, 1)).astype(gk.dtype)
-    gk = jax.lax.dynamic_update_slice(gk, k_RKH1, (0, 0, 0, t))
-    gv = jax.lax.dynamic_update_slice(gv, jnp.swapaxes(v_R1KH, 1, 2).astype(gv.dtype), (0, 0, t, 0))
+    # This token's key and value go to slot t of each row (row b*G + g at [b, :, g]).
+    B, K, G = gk.shape[:3]
+    k_BKGH = jnp.swapaxes(k_R1KH.reshape(B, G, K, H), 1, 2).astype(gk.dtype)
+    v_BKGH = jnp.swapaxes(v_R1KH.reshape(B, G, K, H), 1, 2).astype(gv.dtype)
+    gk = jax.lax.dynamic_update_slice(gk, k_BKGH[..., None], (0, 0, 0, 0, t))
+    gv = jax.lax.dynamic_update_slice(gv, v_BKGH[..., None, :], (0, 0, 0, t, 0))
     o_RNH = attend(q_R1NH[:, 0], pk, pv, prompt["valid_BP"], gk, gv, t, c.attn_scale)
     x_R1D = x_R1D + c.residual_multiplier * dense(o_RNH[:, None], a["o"].astype(c.dtype), n_in=2)
     x_R1D = x_R1D + c.residual_multiplier * MLP(c).apply({"params": layer["mlp"]},

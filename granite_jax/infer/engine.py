@@ -82,8 +82,9 @@ class Engine:
       t_end = min(t + self.chunk, N)
       slots = min(-(-(t_end - 1) // self.bucket) * self.bucket, N - 1)  # token t_end - 2 is fed last
       if gen is None:
-        gen = decode.init_gen_kv(sp.cfg, len(state["done"]), slots)
-      elif gen["v"][0].shape[2] < slots:
+        groups = len(prompt["lengths_B"])
+        gen = decode.init_gen_kv(sp.cfg, groups, len(state["done"]) // groups, slots)
+      elif gen["v"][0].shape[3] < slots:
         gen = _grow(gen, slots)
       state, gen = _chunk(sp, dparams, prompt, gen, state, jnp.int32(t_end), stop_S, *knobs)
     return _save(out, state)
@@ -144,7 +145,7 @@ def _compact(state, gen, prompt, keep_R, G):
   take = lambda a: jnp.take(a, keep_R, axis=0)
   s = {k: (v if k == "t" else take(v)) for k, v in state.items()}
   s["req"] = jnp.where(jnp.arange(len(keep_R)) < n_live, s["req"], -1)  # padding rows: no request
-  gen = None if gen is None else jax.tree.map(take, gen)
+  gen = None if gen is None else decode.take_rows(gen, keep_R)
   at_B = keep_R // G
   prompt = dict(k=tuple(jnp.take(a, at_B, axis=0) for a in prompt["k"]),
                 v=tuple(jnp.take(a, at_B, axis=0) for a in prompt["v"]),
