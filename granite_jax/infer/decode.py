@@ -8,11 +8,12 @@ reads them once per prompt, not once per sample; only the generated tokens' KV i
 The generated KV is stored per layer in the group layout, keys [B, K, G, H, S] and values
 [B, K, G, S, H], S a length bucket (granite_jax.infer.engine grows it as rows get longer), so
 a step reads the filled part of the cache, not a preallocated prompt + max_new_tokens. The
-whole attention runs in that layout: queries move into it and out of it once per layer. Keys [.., H, S] (and the prompt's [B, K, H, P], values [B, K, P, H]) make both
-attention dots plain [m, k] x [k, n] matmuls, the form XLA:CPU's YNNPACK dots run fastest:
-with keys [.., S, H] the 64-row, 128-slot score dots took twice as long. All rows decode in step: the token
-fed at step t (the t-th generated token, 0-based) is written to slot t and attends to slots
-<= t and to its prompt's real (non-padding) tokens, with one softmax over both parts.
+whole attention runs in that layout: queries move into it and out of it once per layer.
+Keys [.., H, S] (and the prompt's [B, K, H, P], values [B, K, P, H]) make both attention dots
+plain [m, k] x [k, n] matmuls, the form XLA:CPU's YNNPACK dots run fastest: with keys
+[.., S, H] the 64-row, 128-slot score dots took twice as long. All rows decode in step: the
+token fed at step t (the t-th generated token, 0-based) is written to slot t and attends to
+slots <= t and to its prompt's real (non-padding) tokens, with one softmax over both parts.
 
 The step reuses the model's own blocks (RMSNorm, MLP, RoPE, projections via `dense`) with the
 parameters of `granite_jax.model.decoder.decode_params` (split per layer, compute dtype).
