@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from granite_jax.infer.sampler import argmax, filter_logits
+from granite_jax.infer.logits import argmax, filter_logits
 
 BLOCK = 128
 

@@ -24,6 +24,7 @@ device), whose sampled tokens come from other draws of the same distribution (in
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 
@@ -34,36 +35,15 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from granite_jax.infer.engine import Engine
+from granite_jax.infer.logits import argmax, filter_logits  # noqa: F401 (public here too)
 from granite_jax.model import Granite, ModelConfig
 from granite_jax.model.cache import init_cache
 from granite_jax.model.decoder import decode_params
 from granite_jax.sharding.jit import with_mesh
-from granite_jax.sharding.rules import rules_for
+from granite_jax.sharding.rules import rollout_rules, rules_for, tensor_ways
 
 PROMPT_BUCKET = 8  # prompt lengths round up to a multiple of this: fewer recompiles
-
-
-def filter_logits(logits_BV: jax.Array, top_k, top_p) -> jax.Array:
-  """-inf outside the top-k tokens and outside the top-p nucleus (k <= 0, p >= 1 disable)."""
-  V = logits_BV.shape[-1]
-  sorted_BV = jnp.flip(jnp.sort(logits_BV, axis=-1), axis=-1)
-  k = jnp.where(top_k > 0, jnp.minimum(top_k, V), V)
-  in_k_V = jnp.arange(V) < k
-  sorted_BV = jnp.where(in_k_V, sorted_BV, -jnp.inf)
-  probs_BV = jax.nn.softmax(sorted_BV, axis=-1)
-  before_BV = jnp.cumsum(probs_BV, axis=-1) - probs_BV  # mass strictly above each token
-  keep_BV = in_k_V & ((before_BV < top_p) | (top_p >= 1.0))
-  n_keep_B = jnp.maximum(jnp.sum(keep_BV, axis=-1), 1)
-  threshold_B = jnp.take_along_axis(sorted_BV, (n_keep_B - 1)[:, None], axis=-1)
-  return jnp.where(logits_BV >= threshold_B, logits_BV, -jnp.inf)
-
-
-def argmax(x_BV: jax.Array) -> jax.Array:
-  """`jnp.argmax(x, -1)` (first maximum; first NaN if any) as two plain reductions, which
-  XLA vectorizes: its (value, index) pair reduction is several times slower on CPU."""
-  V = x_BV.shape[-1]
-  hit_BV = (x_BV == jnp.max(x_BV, axis=-1, keepdims=True)) | jnp.isnan(x_BV)
-  return jnp.min(jnp.where(hit_BV, jnp.arange(V, dtype=jnp.int32), V), axis=-1)
 
 
 def pick_tokens(logits_BV, key, temperature, top_p, top_k):
@@ -149,11 +129,19 @@ def sample(params, prompts_BP, lengths_B, rng, temperature, top_p, top_k, *,
 
 def make_sampler(cfg: ModelConfig, *, max_new_tokens: int, stop_ids: Sequence[int] = (),
                  samples_per_prompt: int = 1, pad_id: int = 0, mesh: Mesh | None = None,
-                 param_shardings=None, split_layers: bool = True, engine: str = "program") -> Callable:
+                 param_shardings=None, split_layers: bool = True, engine: str = "program",
+                 rollout_axes: Sequence[str] = ()) -> Callable:
   """Jitted `(params, prompts_BP, lengths_B, rng, temperature, top_p, top_k) -> dict`.
 
-  With a mesh, parameters keep their training shardings and the batch is split
-  along the training batch axes (the prompt batch must divide by them).
+  With a mesh, parameters come in `param_shardings` (the training ones). Without `rollout_axes`
+  they keep them and the batch is split along the training batch axes (XLA then hoists every
+  layer's FSDP all-gather out of the decode loop: the whole model sits on every device).
+  `rollout_axes` (mesh axes, e.g. ("fsdp", "tensor"); configs/gb200.py `rl.rollout_axes`): the
+  program first casts the parameters to the compute dtype and moves them (one reshard) to the
+  rollout layout (sharding/rules.py `rollout_rules`): those axes' devices split every layer
+  tensor-parallel (heads, KV heads, MLP, vocabulary; the KV cache goes by KV heads), and the batch
+  goes over the other batch axes (data). The prompt batch must divide by the batch axes in use
+  (`sampler_shardings`).
   `split_layers`: see `sample`. Nothing is donated: the caller keeps the
   parameters, and the cache lives inside the program.
   `engine="fast"`: granite_jax.infer.engine where it runs (no mesh, or a one-device one),
@@ -166,7 +154,6 @@ def make_sampler(cfg: ModelConfig, *, max_new_tokens: int, stop_ids: Sequence[in
   if engine not in ("program", "fast"):
     raise ValueError(f"engine={engine!r} must be 'program' or 'fast'")
   if engine == "fast" and (mesh is None or mesh.size == 1):
-    from granite_jax.infer.engine import Engine  # engine -> draw -> this module
     return Engine(cfg, max_new_tokens=max_new_tokens, stop_ids=tuple(int(s) for s in stop_ids),
                   samples_per_prompt=samples_per_prompt, pad_id=pad_id)
   fn = functools.partial(sample, cfg=cfg, max_new_tokens=max_new_tokens,
@@ -175,18 +162,50 @@ def make_sampler(cfg: ModelConfig, *, max_new_tokens: int, stop_ids: Sequence[in
                          split_layers=split_layers)
   if mesh is None:
     return jax.jit(fn)
-  rules = rules_for(mesh)
-  batch_axes = dict(rules)["act_batch"]
-  row, rows, rep = (NamedSharding(mesh, P(batch_axes, None)), NamedSharding(mesh, P(batch_axes)),
-                    NamedSharding(mesh, P()))
+  rollout_axes = tuple(rollout_axes)
+  rules = rollout_rules(mesh, rollout_axes) if rollout_axes else rules_for(mesh)
+  row, rows, rep = sampler_shardings(mesh, rollout_axes)
+  to_rollout = rollout_param_shardings(cfg, mesh, rollout_axes) if rollout_axes else None
 
-  def run(*args):
+  def run(params, *args):
     with nn.logical_axis_rules(rules):
-      return fn(*args)
+      if to_rollout is not None:  # one reshard, in the compute dtype, before the prefill
+        params = jax.tree.map(lambda a, s: jax.lax.with_sharding_constraint(_compute(cfg, a), s),
+                              params, to_rollout)
+      return fn(params, *args)
 
   jitted = jax.jit(run, in_shardings=(param_shardings, row, rows, rep, rep, rep, rep),
                    out_shardings=dict(tokens=row, logprobs=row, lengths=rows))
   return with_mesh(jitted, mesh)
+
+
+def _compute(cfg: ModelConfig, a):
+  return a.astype(cfg.dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
+
+def sampler_shardings(mesh: Mesh, rollout_axes: Sequence[str] = ()):
+  """(prompt rows [B, P], per-row [B], replicated) shardings of the sampler's batch arguments and
+  outputs on `mesh`: over the training batch axes, or with `rollout_axes` over the batch axes the
+  rollout layout leaves (sharding/rules.py `rollout_rules`)."""
+  rules = rollout_rules(mesh, tuple(rollout_axes)) if rollout_axes else rules_for(mesh)
+  batch_axes = dict(rules)["act_batch"]
+  return (NamedSharding(mesh, P(batch_axes, None)), NamedSharding(mesh, P(batch_axes)),
+          NamedSharding(mesh, P()))
+
+
+def rollout_param_shardings(cfg: ModelConfig, mesh: Mesh, rollout_axes: Sequence[str]):
+  """The parameters' shardings in the rollout layout (`rollout_axes` as tensor-parallel ways).
+  ValueError when the ways do not divide the KV heads (each device keeps whole KV heads and
+  their query groups)."""
+  ways = tensor_ways(dict(mesh.shape), rollout_axes)
+  for name, n in (("n_kv_heads", cfg.n_kv_heads), ("n_heads", cfg.n_heads), ("d_ff", cfg.d_ff)):
+    if n % ways:
+      raise ValueError(f"rollout_axes={tuple(rollout_axes)}: {ways} tensor-parallel ways do not divide "
+                       f"{name}={n}; use fewer axes (configs/gb200.py ROLLOUT_AXES)")
+  shape_cfg = dataclasses.replace(cfg, attention_impl="xla")  # parameters do not depend on the kernel
+  boxed = jax.eval_shape(lambda: Granite(shape_cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32)))
+  specs = nn.get_partition_spec(boxed)["params"]
+  return nn.logical_to_mesh_sharding(specs, mesh, rollout_rules(mesh, tuple(rollout_axes)))
 
 
 def left_pad(prompt_tokens, lengths=None, pad_id: int = 0, bucket: int = PROMPT_BUCKET):
