@@ -14,6 +14,7 @@ FIT_FRACTION of the HBM (the gb200 XLA profile gives JAX 95% of it).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -87,8 +88,9 @@ def _mesh(c: ConfigDict):
   return make_mesh(c.mesh.shape, c.mesh.axes, jax.devices()[:n])
 
 
-def run_stage(c: ConfigDict, hbm_gb: float = HBM_GB, log=print) -> list[dict]:
-  """Compiles every program of `c`; one result dict per program (or one with `error`)."""
+def run_stage(c: ConfigDict, hbm_gb: float = HBM_GB, log=print, only=()) -> list[dict]:
+  """Compiles every program of `c` (or those named in `only`); one result dict per program (or
+  one with `error`)."""
   from granite_jax.plan.programs import programs
   from granite_jax.train.validate import validate
   g = c.get("gb200") or {}
@@ -108,10 +110,14 @@ def run_stage(c: ConfigDict, hbm_gb: float = HBM_GB, log=print) -> list[dict]:
     return [dict(head, program="-", error=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")]
   out = []
   for p in progs:
+    if only and p.name not in only:
+      continue
     r = dict(head, program=p.name, shapes=p.shapes, planner=p.estimate.total)
     t0 = time.time()
     try:
-      ma = p.lower().compile().memory_analysis()
+      lowered = p.lower()
+      r["lowered_sha"] = fingerprint(lowered)
+      ma = lowered.compile().memory_analysis()
       r["xla"] = ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes \
           + ma.temp_size_in_bytes
       r["fits"] = r["xla"] <= limit
@@ -122,6 +128,20 @@ def run_stage(c: ConfigDict, hbm_gb: float = HBM_GB, log=print) -> list[dict]:
     log(format_row(r, hbm_gb))
     out.append(r)
   return out
+
+
+def fingerprint(lowered) -> str:
+  """The lowered program's identity: StableHLO text without source locations. Equal text (and
+  jax/XLA version) compiles to the same buffers, so a result stays valid while this is equal."""
+  import jax
+  return hashlib.sha256(f"{jax.__version__}\n{lowered.as_text()}".encode()).hexdigest()[:16]
+
+
+def fingerprints(c: ConfigDict) -> dict[str, str]:
+  """{program: fingerprint} of `c`'s programs at this commit: lowered, not compiled (seconds)."""
+  from granite_jax.plan.programs import programs
+  rack = one_rack(c)
+  return {p.name: fingerprint(p.lower()) for p in programs(rack, _mesh(rack))}
 
 
 def format_row(r: dict, hbm_gb: float = HBM_GB) -> str:
@@ -158,7 +178,7 @@ def dry_run(c: ConfigDict, hbm_gb: float = HBM_GB) -> int:
 
 
 _RL_SHAPE_FIELDS = ("prompts_per_step", "samples_per_prompt", "max_prompt_len", "max_response_len",
-                    "temperature", "eps_low", "eps_high", "agg")
+                    "temperature", "eps_low", "eps_high", "agg", "rollout_axes")
 
 
 def program_key(c: ConfigDict) -> str:
@@ -182,13 +202,16 @@ def _parse(spec: str):
 
 
 def main(argv: list[str]) -> int:
-  """STAGE:PRESET[:RACKS] ... -> one `RESULT <json>` line per program; exit 1 if any fails."""
-  specs = [_parse(a) for a in argv]
-  return run_specs(specs)
+  """STAGE:PRESET[:RACKS] ... [--only=rollout,logprobs] -> one `RESULT <json>` line per program;
+  exit 1 if any fails. `--only`: compile just the named programs (e.g. an RL stage's rollout)."""
+  only = tuple(p for a in argv if a.startswith("--only=") for p in a.split("=", 1)[1].split(",") if p)
+  specs = [_parse(a) for a in argv if not a.startswith("--only=")]
+  return run_specs(specs, only=only)
 
 
-def run_specs(specs, done: dict | None = None) -> int:
-  """`done`: {program_key: rows} already compiled (table.py's resume); extended in place."""
+def run_specs(specs, done: dict | None = None, only=()) -> int:
+  """`done`: {program_key: rows} already compiled (table.py's resume); extended in place.
+  `only`: program names to compile (all when empty)."""
   if not specs:
     raise SystemExit("usage: python -m granite_jax.plan.dry_run STAGE:PRESET[:RACKS] ...")
   configs, results = [], []
@@ -209,7 +232,9 @@ def run_specs(specs, done: dict | None = None) -> int:
       for r in rows:
         print(format_row(r) + f" (same programs as {r['same_as']})", flush=True)
     else:
-      rows = done[key] = run_stage(c)
+      rows = run_stage(c, only=only)
+      if not only:
+        done[key] = rows
     for r in rows:
       results.append(dict(r, key=key))
       print("RESULT " + json.dumps(results[-1]), flush=True)
