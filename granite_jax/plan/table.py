@@ -2,10 +2,15 @@
 layout, dry-run: compiles, XLA GiB/GPU, planner GiB/GPU, fits.
 
   nice -n 15 python -m granite_jax.plan.table > docs/stages.md     # ~1 h on 2 quiet CPU cores
-  python -m granite_jax.plan.table --results=runs/stages.jsonl > docs/stages.md  # resumable
+  python -m granite_jax.plan.table --results=docs/stages.jsonl > docs/stages.md  # resumable
+  python -m granite_jax.plan.table --results=docs/stages.jsonl --verify > docs/stages.md
   python -m granite_jax.plan.table --presets=8b --stages=sft,rl_math
 
 Stages whose programs are identical (phases 1-4; the four RL stages) compile once.
+`--verify` makes a stored results file current: every stored stage is lowered at this commit
+(seconds, no compile) and its programs' fingerprints (dry_run.fingerprint) compared with the
+stored ones; a stage whose programs changed, or that has no fingerprint, is compiled again.
+docs/stages.jsonl (committed) holds the results behind docs/stages.md.
 """
 from __future__ import annotations
 
@@ -22,16 +27,20 @@ from granite_jax.plan import dry_run, stages
 GIB = 2**30
 
 
-def collect(names, presets, results_path: str = "", compile_missing: bool = True) -> list[dict]:
+def collect(names, presets, results_path: str = "", compile_missing: bool = True,
+            verify: bool = False) -> list[dict]:
   """Dry-runs every (stage, preset) in this process (it must not have started JAX's backend).
 
   With `results_path` (JSONL), each result is appended as it comes and a rerun resumes: stages
-  already there are not compiled again (nor their twins with the same programs)."""
+  already there are not compiled again (nor their twins with the same programs). `verify`: stored
+  stages whose programs lower differently at this commit are compiled again (`stale_stages`)."""
   import json
   old: list[dict] = []
   if results_path and os.path.exists(results_path):
     with open(results_path) as f:
       old = [json.loads(line) for line in f if line.strip()]
+  if verify and old:
+    old = [r for r in old if (r["stage"], r["preset"]) not in stale_stages(old)]
   have = {(r["stage"], r["preset"]) for r in old}
   done: dict[str, list[dict]] = {}
   keys: dict = {}
@@ -70,6 +79,32 @@ def collect(names, presets, results_path: str = "", compile_missing: bool = True
   missing = [dict(stage=s, preset=p, program="-", error="not run: the dry run was stopped before this stage")
              for (s, p) in order if not any((r["stage"], r["preset"]) == (s, p) for r in out)]
   return sorted(out + missing, key=lambda r: order.get((r["stage"], r["preset"]), len(order)))
+
+
+def stale_stages(old: list[dict]) -> set[tuple[str, str]]:
+  """(stage, preset) of stored results whose programs do not lower, at this commit, to the
+  fingerprints stored with them (or have none). Lowers each distinct program set once."""
+  stored: dict = {}
+  for r in old:
+    if r.get("program", "-") != "-":
+      stored.setdefault((r["stage"], r["preset"], r.get("racks") or None), {})[r["program"]] = r.get("lowered_sha")
+  configs = {k: stages.load(*k) for k in stored}
+  if configs:
+    dry_run.prepare_devices(max(stages.devices(dry_run.one_rack(c)) for c in configs.values()))
+  now: dict[str, dict] = {}
+  stale = set()
+  for k, c in configs.items():
+    key = dry_run.program_key(c)
+    if key not in now:
+      try:
+        now[key] = dry_run.fingerprints(c)
+      except Exception as e:  # noqa: BLE001 - cannot be built any more: compile it again (and fail there)
+        now[key] = {"error": repr(e)}
+    same = now[key] == stored[k]
+    sys.stderr.write(f"verify {k[0]}:{k[1]}: {'unchanged' if same else 'changed: compiles again'}\n")
+    if not same:
+      stale.add(k[:2])
+  return stale
 
 
 def planner_now(r: dict) -> float:
@@ -137,9 +172,11 @@ def main(argv: list[str]) -> int:
   ap.add_argument("--presets", default=",".join(stages.PRESETS))
   ap.add_argument("--results", default="", help="JSONL of results: appended as they come; a rerun resumes")
   ap.add_argument("--render_only", action="store_true", help="only render --results (no compiles)")
+  ap.add_argument("--verify", action="store_true",
+                  help="compile again the stored stages whose programs changed since (fingerprints)")
   a = ap.parse_args(argv)
   names, presets = a.stages.split(","), a.presets.split(",")
-  results = collect(names, presets, a.results, compile_missing=not a.render_only)
+  results = collect(names, presets, a.results, compile_missing=not a.render_only, verify=a.verify)
   command = " ".join(["python -m granite_jax.plan.table", *argv, "> docs/stages.md"])
   sys.stdout.write(render(results, command))
   return 0
