@@ -33,7 +33,11 @@ def rl_config(arg, *, name: str, lr: float, kl_coef: float, steps: int, tiny_ste
       temperature=1.0, top_p=1.0, top_k=0,
       kl_coef=kl_coef, eps_low=0.2, eps_high=0.28, agg="token-mean", dual_clip=0.0,  # 0 = off
       scale_by_std=True,
-      ppo_epochs=1,                     # optimizer steps per rollout batch (1 = on-policy)
+      ppo_epochs=1,                     # optimizer steps per rollout batch (1 = on-policy, no old-logp pass)
+      pack=True,                        # train/log-prob rows packed with sequences (rl/packing.py); False: one a row
+      pack_buckets=8,                   # row-count buckets up to one micro-batch (few compiled shapes)
+      off_policy_steps=0,               # 1: step k+1's rollout generated while step k trains (rl/off_policy.py)
+      tis_cap=2.0,                      # off-policy: truncated importance weight min(p_old / p_sampler, cap)
       overlong_buffer=8 if tiny else 1024, overlong_penalty=1.0, overlong_filter=False,
       dynamic_sampling=False, max_extra_batches=2,
       correct_threshold=1.0,            # a sample counts as accurate when its reward >= this

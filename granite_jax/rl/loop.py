@@ -6,7 +6,10 @@ falls back to init_from). Each step takes the next `rl.prompts_per_step` prompts
 epochs over the prompt set (rl/prompt_order.py: a pure function of (seed, step), so a resumed
 run sees the prompts an uninterrupted one would; the position is checkpointed with the state),
 samples `rl.samples_per_prompt` responses each and makes `rl.ppo_epochs` optimizer steps on that
-batch (1 = strictly on-policy). Checkpoints, resume, preemption, the non-finite guard and the
+batch (1 = strictly on-policy: no separate old-log-prob forward, rl/step.py). The batch is packed
+(rl.pack, rl/packing.py). `rl.off_policy_steps=1`: step k+1's rollout is generated while step k
+trains, with the params of step k-1, and corrected by truncated importance sampling (rl.tis_cap;
+rl/off_policy.py, rl/loss.py). Checkpoints, resume, preemption, the non-finite guard and the
 metrics are the run scaffold's (train/session.py), as for pretraining; every step is logged.
 """
 from __future__ import annotations
@@ -22,6 +25,7 @@ from granite_jax.data.chat_template import EOT
 from granite_jax.data.tokenizer import get_tokenizer
 from granite_jax.infer.sampler import make_sampler
 from granite_jax.model import Granite
+from granite_jax.rl import off_policy
 from granite_jax.rl import prompt_order
 from granite_jax.rl import rollout as rollout_lib
 from granite_jax.rl import step as rl_step
@@ -48,6 +52,10 @@ def validate_rl(c: ConfigDict, dp: int) -> None:
                      f"must be divisible by the data-parallel size {dp}")
   if not 0 <= rl.overlong_buffer < rl.max_response_len:
     raise ValueError(f"rl.overlong_buffer={rl.overlong_buffer} must be in [0, rl.max_response_len)")
+  if rl.get("off_policy_steps", 0) not in (0, 1):
+    raise ValueError(f"rl.off_policy_steps={rl.off_policy_steps} must be 0 (on-policy) or 1")
+  if rl.get("off_policy_steps", 0) and not rl.tis_cap >= 1.0:
+    raise ValueError(f"rl.tis_cap={rl.tis_cap} must be >= 1 (the importance-weight cap)")
   if rl.temperature <= 0:
     raise ValueError(f"rl.temperature={rl.temperature} must be > 0 (GRPO needs diverse samples)")
   check_reference(c)  # real sizes must name the SFT reference (rl.ref_from)
@@ -93,26 +101,49 @@ def trainer(job, tok) -> session.Trainer:
   eval_tasks = (eval_tasks * (-(-rl.eval_prompts_n // len(eval_tasks))))[: rl.eval_prompts_n]
   ref_params, ref_name = reference_params(c, job)
   eot = tok.token_to_id(EOT)
+  # The fast engine (infer/engine.py: one prefill per prompt, decode over the filled cache) on
+  # one device; a mesh of several keeps the single sharded program.
   mk = lambda g: make_sampler(job.model_cfg, max_new_tokens=rl.max_response_len, stop_ids=(eot,),
                               samples_per_prompt=g, pad_id=0, mesh=job.mesh,
-                              param_shardings=job.shardings.params)
+                              param_shardings=job.shardings.params, engine="fast")
   sample_fn, greedy_fn = mk(rl.samples_per_prompt), mk(1)
   logp_fn = rl_step.jit_logprobs(job.model_cfg, job.mesh, job.shardings.params, rl.temperature)
+  off = rl.get("off_policy_steps", 0)
   loss_kw = dict(eps_low=rl.eps_low, eps_high=rl.eps_high, kl_coef=rl.kl_coef, agg=rl.agg,
                  dual_clip=rl.dual_clip or None)
+  if off:
+    loss_kw["tis_cap"] = rl.tis_cap
+  dp = job.mesh.shape.get("data", 1) * job.mesh.shape.get("fsdp", 1)
   step_fn = functools.partial(rl_step.rl_train_step, model=Granite(job.model_cfg), tx=job.tx,
                               schedule=job.schedule, loss_kw=loss_kw, temperature=rl.temperature,
-                              grad_accum=c.train.grad_accum)
+                              grad_accum=c.train.grad_accum,
+                              micro_rows=c.train.global_batch // c.train.grad_accum)
+
+  def generate(params, step):  # sampling + scoring + layout: in a background thread when off-policy
+    t0 = time.perf_counter()
+    rng = jax.random.fold_in(jax.random.PRNGKey(c.train.seed), step)
+    draw = draw_tasks_fn(train_tasks, c.train.seed, session.Position(next=step), 1 + rl.max_extra_batches)
+    batch, stats = rollout_lib.generate(params, draw, sample_fn=sample_fn, tok=tok, rewards=rewards,
+                                        rl=rl, rng=rng, dp=dp, grad_accum=c.train.grad_accum)
+    return batch, dict(stats, generate_sec=time.perf_counter() - t0)
+
+  rollouts = off_policy.Rollouts(generate, off_policy_steps=off, last_step=job.steps)
 
   def next_batch(state, position, step):
     t0 = time.perf_counter()
-    rng = jax.random.fold_in(jax.random.PRNGKey(c.train.seed), step)
-    draw = draw_tasks_fn(train_tasks, c.train.seed, position, 1 + rl.max_extra_batches)
-    batch, stats = rollout_lib.rollout(state.params, ref_params, draw,
-                                       sample_fn=sample_fn, logp_fn=logp_fn, tok=tok, rewards=rewards,
-                                       rl=rl, rng=rng)
+    position.state["next"] = step + 1
+    batch, stats = rollouts.take(state.params, step)
+    batch = rollout_lib.add_logprobs(batch, state.params, ref_params, logp_fn=logp_fn, rl=rl)
     stats["_example"] = stats.pop("example")
     return batch, dict(stats, rollout_sec=time.perf_counter() - t0)
+
+  def evaluate(params):
+    with rollouts.lock:  # the reward scorer is not shared with a rollout in flight
+      return rollout_lib.evaluate(params, eval_tasks, sample_fn=greedy_fn, tok=tok, rewards=rewards, rl=rl)
+
+  def close():
+    rollouts.close()
+    rewards.close()  # ends the reward worker processes
 
   def done_line(s):
     first, last = s["first_eval"], s["final_eval"]
@@ -122,21 +153,22 @@ def trainer(job, tok) -> session.Trainer:
             f"{last['eval_reward_mean']:.3f}, accuracy {first['eval_accuracy']:.3f} -> {last['eval_accuracy']:.3f}")
 
   return session.Trainer(
-      step_fn=step_fn, batch_shardings=rl_step.rl_batch_shardings(job.mesh),
+      step_fn=step_fn, batch_shardings=rl_step.rl_batch_shardings(job.mesh, rl_step.batch_fields(rl)),
       make_data=lambda step, stop_requested: session.Position(next=step), next_batch=next_batch,
       fresh_state=lambda: train_loop.fresh_state(job),
-      evaluate=lambda params: rollout_lib.evaluate(params, eval_tasks, sample_fn=greedy_fn, tok=tok,
-                                                   rewards=rewards, rl=rl),
+      evaluate=evaluate,
       eval_at_start=True, log_every=1, updates_per_step=rl.ppo_epochs,  # RL steps are few: log each
       banner={"rl": f"{rl.prompts or 'demo ' + rl.demo_tasks} prompts ({len(train_tasks)}), "
                     f"{rl.prompts_per_step} x {rl.samples_per_prompt} samples, response <= {rl.max_response_len}, "
-                    f"kl {rl.kl_coef}, clip ({rl.eps_low}, {rl.eps_high}), {rl.agg}, ref {ref_name}"},
+                    f"kl {rl.kl_coef}, clip ({rl.eps_low}, {rl.eps_high}), {rl.agg}, ref {ref_name}, "
+                    f"{'packed' if rl.get('pack', False) else 'padded'} rows, "
+                    + (f"one step off-policy (TIS cap {rl.tis_cap})" if off else "on-policy")},
       record=lambda s, m, sec: dict(step_sec=sec),
       postfix=lambda r: dict(reward=f"{r['reward_mean']:.3f}", acc=f"{r['accuracy']:.2f}",
                              kl=f"{r['kl']:.4f}", len=f"{r['response_len']:.1f}"),
       log_line=lambda r: (f"step {r['step']}: reward {r['reward_mean']:.3f} acc {r['accuracy']:.2f} | "
                           f"{r['_example']!r}") if r["step"] % c.train.log_every == 0 else None,
-      done_line=done_line, close=rewards.close)  # close: ends the reward worker processes
+      done_line=done_line, close=close)
 
 
 def run_rl(config: ConfigDict, workdir: str, *, progress: bool = True) -> dict:

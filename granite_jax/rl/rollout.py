@@ -9,9 +9,14 @@ Per group of G samples of one prompt:
   signal; sample more prompts, up to `max_extra_batches` more batches, and keep informative groups.
   If still short, the batch is filled with uninformative groups whose mask is zeroed (a fixed
   batch shape: one compile).
-The train batch is right-padded prompt + response ([P*G, max_prompt_len + max_response_len]);
-old log-probs are recomputed with the current params in this layout (one forward), reference
-log-probs with the frozen reference params.
+The train batch (rl/step.py): each prompt + response sequence whole in a row of
+T = max_prompt_len + max_response_len tokens, packed first-fit decreasing several to a row
+(rl.pack, rl/packing.py; segment ids 1, 2, ... and positions restarting per sequence; the row
+count bucketed, padding rows all mask 0) or one to a row, right-padded (rl.pack=False, P*G rows).
+The advantages are per token (a sequence's own on its tokens), the sampler's log-probs ride
+along (the step's logp_diff check, and the off-policy importance weights). Reference log-probs
+(kl_coef != 0) come from the frozen reference params, old log-probs (ppo_epochs > 1 or off-policy
+rollouts; else the step uses its own) from the current params: one forward each over the rows.
 """
 from __future__ import annotations
 
@@ -22,7 +27,9 @@ import numpy as np
 
 from granite_jax import metric_names as M
 from granite_jax.data.chat_template import EOT
+from granite_jax.rl import packing
 from granite_jax.rl.grpo import group_advantages
+from granite_jax.rl.step import LAYOUT_FIELDS, needs_old_logp
 from granite_jax.infer.sampler import left_pad
 from granite_jax.rl.rewards.scorer import as_scorer  # [rewards] RewardScorer (bounded, batched)
 
@@ -95,28 +102,45 @@ def collect_groups(params, draw_tasks: Callable[[int], list[dict]], *, sample_fn
   return samples, dict(gen_batches=gen, groups_kept=informative / P)
 
 
-def build_batch(samples: dict, rl, *, pad_id: int = 0) -> dict:
-  """Right-padded prompt + response rows in the train layout (see rl/step.py)."""
+def build_batch(samples: dict, rl, *, pad_id: int = 0, dp: int = 1, grad_accum: int = 1) -> dict:
+  """Prompt + response sequences in the train layout (see rl/step.py): packed (rl.pack) into
+  bucketed rows (`dp`, `grad_accum`: the data-parallel size and micro-batches, packing.bucket_rows),
+  else one right-padded sequence a row."""
   P, G = rl.prompts_per_step, rl.samples_per_prompt
   T = rl.max_prompt_len + rl.max_response_len
-  B = P * G
-  tokens = np.full((B, T), pad_id, np.int32)
-  seg = np.zeros((B, T), np.int32)
-  mask = np.zeros((B, T), np.float32)
-  sampler_logp = np.zeros((B, T), np.float32)
-  adv = np.asarray(group_advantages(samples["shaped"].reshape(P, G), scale_by_std=rl.scale_by_std)).reshape(B)
+  N = P * G
+  adv = np.asarray(group_advantages(samples["shaped"].reshape(P, G), scale_by_std=rl.scale_by_std)).reshape(N)
+  adv = np.where(samples["live"], adv, 0.0).astype(np.float32)
   live = samples["live"] & ~samples["truncated"] if rl.overlong_filter else samples["live"]
-  for b in range(B):
-    p, r = samples["tasks"][b]["prompt_ids"], int(samples["lengths"][b])
-    tokens[b, :len(p)] = p
-    tokens[b, len(p):len(p) + r] = samples["tokens"][b, :r]
-    seg[b, :len(p) + r] = 1
-    if live[b] and r:
-      mask[b, len(p) - 1:len(p) + r - 1] = 1.0  # position t predicts response token t+1
-    sampler_logp[b, len(p) - 1:len(p) + r - 1] = samples["logprobs"][b, :r]
-  positions = np.broadcast_to(np.arange(T, dtype=np.int32), (B, T)).copy()
-  return dict(tokens=tokens, segment_ids=seg, positions=positions, mask=mask,
-              advantages=np.where(samples["live"], adv, 0.0).astype(np.float32), sampler_logp=sampler_logp)
+  plen = np.array([len(t["prompt_ids"]) for t in samples["tasks"]])
+  lengths = plen + samples["lengths"]
+  if rl.get("pack", False):
+    rows = packing.first_fit_decreasing(lengths, T)
+    R = packing.bucket_rows(len(rows), total=N, micro=N // grad_accum, dp=dp,
+                            buckets=rl.get("pack_buckets", 8))
+  else:
+    rows, R = [[n] for n in range(N)], N
+  tokens = np.full((R, T), pad_id, np.int32)
+  seg, positions = np.zeros((R, T), np.int32), np.zeros((R, T), np.int32)
+  mask, adv_RT, sampler_logp = (np.zeros((R, T), np.float32) for _ in range(3))
+  for r, seqs in enumerate(rows):
+    at = 0
+    for k, n in enumerate(seqs):
+      p, resp = samples["tasks"][n]["prompt_ids"], int(samples["lengths"][n])
+      L, o = len(p) + resp, at + len(p)  # o: the first response token's column
+      tokens[r, at:o] = p
+      tokens[r, o:o + resp] = samples["tokens"][n, :resp]
+      seg[r, at:at + L] = k + 1
+      positions[r, at:at + L] = np.arange(L)
+      if live[n] and resp:
+        mask[r, o - 1:o + resp - 1] = 1.0  # position t predicts response token t+1
+      adv_RT[r, at:at + L] = adv[n]
+      sampler_logp[r, o - 1:o + resp - 1] = samples["logprobs"][n, :resp]
+      at += L
+  if not rl.get("pack", False):  # one sequence a row: positions run on over the padding, as before
+    positions = np.broadcast_to(np.arange(T, dtype=np.int32), (R, T)).copy()
+  return dict(tokens=tokens, segment_ids=seg, positions=positions, mask=mask, advantages=adv_RT,
+              sampler_logp=sampler_logp)
 
 
 def reward_stats(samples: dict, rl, prefix: str = "") -> dict:
@@ -132,23 +156,39 @@ def reward_stats(samples: dict, rl, prefix: str = "") -> dict:
   return out
 
 
-def rollout(params, ref_params, draw_tasks, *, sample_fn, logp_fn, tok, rewards, rl, rng) -> tuple[dict, dict]:
-  """-> (train batch as numpy/jax arrays, stats). `logp_fn(params, batch) -> logp [B, T]`."""
+def generate(params, draw_tasks, *, sample_fn, tok, rewards, rl, rng, dp: int = 1,
+             grad_accum: int = 1) -> tuple[dict, dict]:
+  """Sampling, scoring and the train layout, without log-prob passes -> (numpy batch, stats).
+  Host work and the sampler only: safe to run beside a train step (rl/off_policy.py)."""
   samples, stats = collect_groups(params, draw_tasks, sample_fn=sample_fn, tok=tok, rewards=rewards,
                                   rl=rl, rng=rng)
-  batch = build_batch(samples, rl, pad_id=tok.token_to_id("<|pad|>") or 0)
-  sampler_logp = batch.pop("sampler_logp")
-  layout = {k: batch[k] for k in ("tokens", "segment_ids", "positions")}
-  batch["old_logp"] = np.asarray(jax.device_get(logp_fn(params, layout)))
-  batch["ref_logp"] = (np.asarray(jax.device_get(logp_fn(ref_params, layout))) if rl.kl_coef
-                       else batch["old_logp"])
-  m = batch["mask"]
-  # Sampler vs train-layout log-probs of the same tokens: ~0 on-policy (a numerics check).
-  stats["logp_diff"] = float(np.abs(batch["old_logp"] - sampler_logp)[m > 0].mean()) if m.any() else 0.0
+  batch = build_batch(samples, rl, pad_id=tok.token_to_id("<|pad|>") or 0, dp=dp, grad_accum=grad_accum)
   stats.update(reward_stats(samples, rl))
   stats.update(as_scorer(rewards).pop_metrics())  # [rewards] reward_failures/<domain>, timeouts, ...
   stats["example"] = samples["texts"][0][:120]
+  m = batch["mask"]
+  stats["packed_rows"] = float(len(m))
+  stats["pad_frac"] = float(1.0 - (batch["segment_ids"] > 0).mean())  # row slots without a token
   return batch, stats
+
+
+def add_logprobs(batch: dict, params, ref_params, *, logp_fn, rl) -> dict:
+  """The log-prob passes over the batch's rows: ref_logp (kl_coef != 0) and old_logp (when
+  step.needs_old_logp: ppo_epochs > 1 or off-policy; else the train step uses its own)."""
+  layout = {k: batch[k] for k in LAYOUT_FIELDS}
+  if needs_old_logp(rl):
+    batch["old_logp"] = np.asarray(jax.device_get(logp_fn(params, layout)))
+  if rl.kl_coef:
+    batch["ref_logp"] = np.asarray(jax.device_get(logp_fn(ref_params, layout)))
+  return batch
+
+
+def rollout(params, ref_params, draw_tasks, *, sample_fn, logp_fn, tok, rewards, rl, rng,
+            dp: int = 1, grad_accum: int = 1) -> tuple[dict, dict]:
+  """-> (train batch as numpy arrays, stats), on-policy. `logp_fn(params, layout) -> logp [B, T]`."""
+  batch, stats = generate(params, draw_tasks, sample_fn=sample_fn, tok=tok, rewards=rewards, rl=rl,
+                          rng=rng, dp=dp, grad_accum=grad_accum)
+  return add_logprobs(batch, params, ref_params, logp_fn=logp_fn, rl=rl), stats
 
 
 def evaluate(params, tasks, *, sample_fn, tok, rewards, rl) -> dict:

@@ -1,13 +1,21 @@
 """The RL train step: `state, batch -> state, metrics`, jitted once with explicit shardings.
 
-Batch (train layout, right-padded prompt + response, one sequence per row):
-  tokens, segment_ids, positions: int32 [B, T]
-  mask:        float [B, T]  1 at position t when tokens[t+1] is a trained response token
-  advantages:  float [B]
-  old_logp, ref_logp: float [B, T]  log p(tokens[t+1]) at position t (rollout.py)
+Batch (train layout, rollout.py: packed rows of T tokens, or right-padded one sequence a row):
+  tokens, segment_ids, positions: int32 [B, T]  (segment 1, 2, ... per sequence of a row, 0 = pad;
+                                                  positions restart at each sequence)
+  mask:         float [B, T]  1 at position t when tokens[t+1] is a trained response token
+  advantages:   float [B, T]  the sequence's advantage on its tokens (or [B]: one per row)
+  sampler_logp: float [B, T]  the sampler's log p(tokens[t+1]) at position t
+  old_logp:     float [B, T]  optional: the current policy's, from a separate forward (rollout.py),
+                              present when ppo_epochs > 1 or rollouts are off-policy. Absent, the
+                              step's own log-probs stand in (old = stop_gradient(logp): ratio
+                              exactly 1, the clip inactive, the same gradient without the forward)
+  ref_logp:     float [B, T]  optional (kl_coef == 0: absent): the frozen reference's
 The policy log-probs and entropy are recomputed from the logits; `policy_loss`
 gets the token and sequence counts of the *whole* batch, so micro-batches and
-data-parallel shards sum to exactly the full-batch gradient. A non-finite loss
+data-parallel shards sum to exactly the full-batch gradient. The row count B may vary
+from batch to batch (packing, rl/packing.py): with `micro_rows` the step scans over
+max(1, B / micro_rows) micro-batches (one compile per bucketed B). A non-finite loss
 or gradient norm never reaches the parameters (as in train/step.py).
 """
 from __future__ import annotations
@@ -21,15 +29,31 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from granite_jax.model import Granite, ModelConfig
-from granite_jax.rl.loss import policy_loss, token_logprobs
+from granite_jax.rl.loss import count_sequences, policy_loss, token_logprobs
 from granite_jax.sharding.jit import with_mesh
 from granite_jax.sharding.rules import rules_for
 from granite_jax.train.state import TrainState
 from granite_jax.train.step import batch_sharding, split_micro
 
-ROW_FIELDS = ("tokens", "segment_ids", "positions", "mask", "old_logp", "ref_logp")
-# Metrics of `policy_loss` that are token means: combined over micro-batches weighted by tokens.
-_TOKEN_MEANS = ("pg_loss", "kl", "ratio", "clip_frac_low", "clip_frac_high", "dual_clip_frac", "entropy")
+LAYOUT_FIELDS = ("tokens", "segment_ids", "positions")
+ROW_FIELDS = LAYOUT_FIELDS + ("mask", "advantages", "sampler_logp", "old_logp", "ref_logp")
+INT_FIELDS = LAYOUT_FIELDS
+
+
+def batch_fields(rl) -> tuple[str, ...]:
+  """The fields of an RL train batch under config `rl` (all [B, T]; rollout.py builds them)."""
+  drop = set()
+  if not needs_old_logp(rl):
+    drop.add("old_logp")
+  if not rl.kl_coef:
+    drop.add("ref_logp")
+  return tuple(k for k in ROW_FIELDS if k not in drop)
+
+
+def needs_old_logp(rl) -> bool:
+  """A separate old-log-prob forward: for several optimizer steps on one batch (the ratio moves
+  off 1) or for off-policy rollouts (the importance weights need the current policy's)."""
+  return rl.get("ppo_epochs", 1) > 1 or bool(rl.get("off_policy_steps", 0))
 
 
 def response_logprobs(params, batch, model: Granite, temperature: float = 1.0):
@@ -42,18 +66,27 @@ def response_logprobs(params, batch, model: Granite, temperature: float = 1.0):
 
 def _loss_fn(params, mb, model, loss_kw, num_tokens, num_seqs, temperature):
   logp_BT, ent_BT = response_logprobs(params, mb, model, temperature)
-  loss, m = policy_loss(logp_BT, mb["old_logp"], mb["ref_logp"], mb["advantages"], mb["mask"],
+  old_BT = mb["old_logp"] if "old_logp" in mb else jax.lax.stop_gradient(logp_BT)
+  loss, m = policy_loss(logp_BT, old_BT, mb.get("ref_logp"), mb["advantages"], mb["mask"],
                         entropy_BT=jax.lax.stop_gradient(ent_BT), num_tokens=num_tokens,
-                        num_seqs=num_seqs, **loss_kw)
+                        num_seqs=num_seqs, seq_ids_BT=mb["segment_ids"],
+                        sampler_logp_BT=mb.get("sampler_logp"), **loss_kw)
   n = m.pop("num_tokens")
   return loss, dict({k: v * n for k, v in m.items()}, n=n)  # sums, to combine micro-batches
 
 
 def rl_train_step(state: TrainState, batch, *, model: Granite, tx, schedule, loss_kw: dict,
-                  temperature: float = 1.0, grad_accum: int = 1):
+                  temperature: float = 1.0, grad_accum: int = 1, micro_rows: int | None = None):
+  """`micro_rows`: rows of one micro-batch; the batch's rows decide how many (`grad_accum` then
+  unused). Without it, `grad_accum` micro-batches."""
+  if micro_rows:
+    rows = batch["mask"].shape[0]
+    grad_accum = max(1, rows // micro_rows)
+    if rows % grad_accum:
+      raise ValueError(f"{rows} rows do not split into micro-batches of {micro_rows}")
   mask_BT = batch["mask"].astype(jnp.float32)
   num_tokens = jnp.maximum(jnp.sum(mask_BT), 1.0)
-  num_seqs = jnp.maximum(jnp.sum(jnp.any(mask_BT > 0, axis=-1)), 1)
+  num_seqs = jnp.maximum(count_sequences(mask_BT, batch["segment_ids"]), 1)
   grad_fn = jax.value_and_grad(
       lambda p, mb: _loss_fn(p, mb, model, loss_kw, num_tokens, num_seqs, temperature), has_aux=True)
   if grad_accum == 1:
@@ -84,24 +117,31 @@ def rl_train_step(state: TrainState, batch, *, model: Granite, tx, schedule, los
   return new, metrics
 
 
-def rl_batch_shardings(mesh: Mesh) -> dict:
+def rl_batch_shardings(mesh: Mesh, fields=ROW_FIELDS) -> dict:
+  """Every field [B, T] (rows over the data axes); `fields`: batch_fields(rl) of the run."""
   rows = batch_sharding(mesh)
-  out = {k: rows for k in ROW_FIELDS}
-  out["advantages"] = NamedSharding(mesh, P(rows.spec[0]))
-  return out
+  return {k: rows for k in fields}
+
+
+def abstract_batch(mesh: Mesh, fields, rows: int, T: int) -> dict:
+  """ShapeDtypeStructs of a batch of `rows` x T with its shardings (the dry run's train batch)."""
+  sh = rl_batch_shardings(mesh, fields)
+  return {k: jax.ShapeDtypeStruct((rows, T), jnp.int32 if k in INT_FIELDS else jnp.float32, sharding=sh[k])
+          for k in fields}
 
 
 def jit_rl_train_step(cfg: ModelConfig, mesh: Mesh, tx, schedule, state_shardings: TrainState, *,
-                      loss_kw: dict, temperature: float = 1.0, grad_accum: int = 1) -> Callable:
-  """`loss_kw`: eps_low, eps_high, kl_coef, agg, dual_clip (see rl/loss.py)."""
+                      loss_kw: dict, temperature: float = 1.0, grad_accum: int = 1,
+                      micro_rows: int | None = None, fields=ROW_FIELDS) -> Callable:
+  """`loss_kw`: eps_low, eps_high, kl_coef, agg, dual_clip, tis_cap (see rl/loss.py)."""
   model = Granite(cfg)
 
   def step(state, batch):
     with nn.logical_axis_rules(rules_for(mesh)):
       return rl_train_step(state, batch, model=model, tx=tx, schedule=schedule, loss_kw=dict(loss_kw),
-                           temperature=temperature, grad_accum=grad_accum)
+                           temperature=temperature, grad_accum=grad_accum, micro_rows=micro_rows)
 
-  jitted = jax.jit(step, in_shardings=(state_shardings, rl_batch_shardings(mesh)),
+  jitted = jax.jit(step, in_shardings=(state_shardings, rl_batch_shardings(mesh, fields)),
                    out_shardings=(state_shardings, NamedSharding(mesh, P())), donate_argnums=(0,))
   return with_mesh(jitted, mesh)
 
@@ -115,6 +155,6 @@ def jit_logprobs(cfg: ModelConfig, mesh: Mesh, param_shardings, temperature: flo
     with nn.logical_axis_rules(rules_for(mesh)):
       return response_logprobs(params, batch, model, temperature)[0]
 
-  shard = {k: rows for k in ("tokens", "segment_ids", "positions")}
+  shard = {k: rows for k in LAYOUT_FIELDS}
   jitted = jax.jit(fn, in_shardings=(param_shardings, shard), out_shardings=rows)
   return with_mesh(jitted, mesh)

@@ -81,7 +81,6 @@ class Toy:
                      truncated=np.zeros(len(out["tokens"]), bool),
                      tasks=[t for t in tasks for _ in range(G)])
       batch = rollout.build_batch(samples, RL)
-      batch.pop("sampler_logp")
       layout = {k: batch[k] for k in ("tokens", "segment_ids", "positions")}
       batch["old_logp"] = np.asarray(jax.device_get(self.logp(state.params, layout)))
       batch["ref_logp"] = np.asarray(jax.device_get(self.logp(ref, layout)))

@@ -10,6 +10,7 @@ from granite_jax.infer.sampler import make_sampler
 from granite_jax.model import Granite, preset
 from granite_jax.model.params import init_params
 from granite_jax.rl import rollout as R
+from granite_jax.rl.packing import first_fit_decreasing, placements
 from granite_jax.rl.rewards import make_rewards
 from granite_jax.rl.rewards.identity import calibration_reward, identity_reward
 from granite_jax.rl.step import response_logprobs
@@ -62,8 +63,11 @@ def test_build_batch_layout_and_advantages(tasks):
   assert b["segment_ids"][0].sum() == p0 + 3 and b["tokens"].shape == (8, 72)
   np.testing.assert_array_equal(np.nonzero(b["mask"][0])[0], np.arange(p0 - 1, p0 + 2))
   r = np.array([1, 0, 0, 0.])
-  np.testing.assert_allclose(b["advantages"][:4], (r - r.mean()) / (r.std() + 1e-6), rtol=1e-5)
-  np.testing.assert_allclose(b["advantages"][4:], 0.0)  # all-equal group
+  adv = b["advantages"]  # per token: the row's sequence's advantage on its tokens, 0 on padding
+  np.testing.assert_allclose(adv[:4, 0], (r - r.mean()) / (r.std() + 1e-6), rtol=1e-5)
+  np.testing.assert_array_equal(adv, adv[:, :1] * (b["segment_ids"] > 0))
+  np.testing.assert_allclose(adv[4:], 0.0)  # all-equal group
+  np.testing.assert_allclose(b["sampler_logp"][0], -b["mask"][0])  # the sampler's log-probs, where trained
   assert b["mask"][1].sum() == 8  # truncated but kept: overlong_filter is off
   assert R.build_batch(s, rl_cfg(overlong_filter=True))["mask"][1].sum() == 0
 
@@ -101,8 +105,9 @@ def _plain_logp(params, prompt_ids, response_ids):
 
 
 def test_sampler_old_and_ref_logprobs_match_a_plain_forward(tasks, tok):
+  """On packed rows (several sequences a row): no log-prob attends across sequences."""
   policy, ref = init_params(CFG, jax.random.PRNGKey(1)), init_params(CFG, jax.random.PRNGKey(2))
-  rl = rl_cfg()
+  rl = rl_cfg(pack=True, ppo_epochs=2)  # ppo_epochs > 1: the old-log-prob pass runs
   sampler = make_sampler(CFG, max_new_tokens=8, stop_ids=(tok.token_to_id("<|end_of_text|>"),),
                          samples_per_prompt=4)
   drawn = {}
@@ -117,19 +122,25 @@ def test_sampler_old_and_ref_logprobs_match_a_plain_forward(tasks, tok):
   batch, st = R.rollout(policy, ref, lambda n: tasks[:n], sample_fn=sample_fn, logp_fn=logp_fn, tok=tok,
                         rewards=make_rewards(), rl=rl, rng=jax.random.PRNGKey(0))
   G, rows, gaps = rl.samples_per_prompt, 0, []
+  lengths = np.array([len(tasks[b // G]["prompt_ids"]) for b in range(len(drawn["lengths"]))]) + drawn["lengths"]
+  T = rl.max_prompt_len + rl.max_response_len
+  row_N, start_N = placements(first_fit_decreasing(lengths, T), lengths)
+  assert len(batch["tokens"]) < len(lengths)  # packed: fewer rows than sequences
   for b, r in enumerate(drawn["lengths"]):
     if not r:
       continue
     prompt, resp = tasks[b // G]["prompt_ids"], drawn["tokens"][b, :r]
     want, want_ref = _plain_logp(policy, prompt, resp), _plain_logp(ref, prompt, resp)
-    at = slice(len(prompt) - 1, len(prompt) - 1 + r)  # position t scores token t+1
+    o = start_N[b] + len(prompt) - 1
+    at = (row_N[b], slice(o, o + r))  # position t scores token t+1
     np.testing.assert_allclose(drawn["logprobs"][b, :r], want, atol=1e-4, err_msg="sampler")
-    np.testing.assert_allclose(batch["old_logp"][b, at], want, atol=1e-4, err_msg="old_logp")
-    np.testing.assert_allclose(batch["ref_logp"][b, at], want_ref, atol=1e-4, err_msg="ref_logp")
+    np.testing.assert_allclose(batch["sampler_logp"][at], want, atol=1e-4, err_msg="sampler_logp")
+    np.testing.assert_allclose(batch["old_logp"][at], want, atol=1e-4, err_msg="old_logp")
+    np.testing.assert_allclose(batch["ref_logp"][at], want_ref, atol=1e-4, err_msg="ref_logp")
     gaps.append(np.abs(want - want_ref).max())
     rows += 1
   assert rows >= 4 and min(gaps) > 1e-2  # the reference really is another policy
-  for k in ("reward_mean", "reward_std", "accuracy", "response_len", "truncated_frac"):
+  for k in ("reward_mean", "reward_std", "accuracy", "response_len", "truncated_frac", "packed_rows"):
     assert k in st
 
 
