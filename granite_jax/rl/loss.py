@@ -79,8 +79,8 @@ def policy_loss(logp_BT, old_logp_BT, ref_logp_BT, advantages_B, mask_BT, *,
     dual_BT = (adv_B1 < 0) & (pg_BT > cap_BT)
     pg_BT = jnp.where(adv_B1 < 0, jnp.minimum(pg_BT, cap_BT), pg_BT)
   if tis_cap is not None:
-    d_BT = jnp.clip(zero(old_logp_BT) - zero(sampler_logp_BT), -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-    w_BT = jax.lax.stop_gradient(jnp.minimum(jnp.exp(d_BT), tis_cap))
+    is_log_BT = jnp.clip(zero(old_logp_BT) - zero(sampler_logp_BT), -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    w_BT = jax.lax.stop_gradient(jnp.minimum(jnp.exp(is_log_BT), tis_cap))
     pg_BT = w_BT * pg_BT
   if ref_logp_BT is not None:
     d_BT = jnp.clip(zero(ref_logp_BT) - logp_BT, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
@@ -117,7 +117,7 @@ def policy_loss(logp_BT, old_logp_BT, ref_logp_BT, advantages_B, mask_BT, *,
     metrics["logp_diff"] = mean(jnp.abs(zero(old_logp_BT) - zero(sampler_logp_BT)))
   if tis_cap is not None:
     metrics["tis_weight"] = mean(w_BT)
-    metrics["tis_clip_frac"] = mean((d_BT > jnp.log(tis_cap)).astype(jnp.float32))
+    metrics["tis_clip_frac"] = mean((is_log_BT > jnp.log(tis_cap)).astype(jnp.float32))
   return loss, metrics
 
 
