@@ -45,3 +45,36 @@ def rules_for(mesh: Mesh) -> tuple[tuple[str, str | tuple[str, ...] | None], ...
       physical = None
     out.append((logical, physical))
   return tuple(out)
+
+
+# The RL rollout's layout (infer/sampler.py make_sampler(rollout_axes=...)): the devices of
+# `tensor_axes` (e.g. fsdp and tensor: the 8 GPUs of two trays) split every layer Megatron-style
+# (heads, KV heads, MLP and vocabulary), nothing is split along `embed`, and the batch goes over
+# the remaining batch axes (data). A decode loop then reads each GPU's 1/ways of the weights and of
+# the KV cache (sharded by KV heads) at every step, where the training layout's FSDP all-gathers,
+# hoisted out of the loop by XLA, hold the whole model on every GPU.
+TENSOR_PARAM_AXES = ("vocab", "heads", "kv_heads", "mlp")
+TENSOR_ACT_AXES = ("act_heads", "act_kv_heads", "act_mlp", "act_vocab")
+
+
+def rollout_rules(mesh: Mesh, tensor_axes) -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
+  """RULES for the rollout layout on `mesh`: `tensor_axes` (mesh axes, in order) as tensor-parallel
+  ways, the batch over the other batch axes. Axes the mesh lacks are dropped."""
+  names = set(mesh.axis_names)
+  tp = tuple(a for a in tensor_axes if a in names)
+  unknown = [a for a in tensor_axes if a not in MESH_AXES]
+  if unknown:
+    raise ValueError(f"rollout tensor axes {tuple(tensor_axes)}: unknown axis name(s) {unknown}; "
+                     f"allowed {MESH_AXES}")
+  batch = tuple(a for a in dict(RULES)["act_batch"] if a in names and a not in tp)
+  over = {**{k: tp or None for k in TENSOR_PARAM_AXES + TENSOR_ACT_AXES}, "embed": None,
+          "act_batch": batch or None}
+  return tuple((logical, over.get(logical, physical)) for logical, physical in rules_for(mesh))
+
+
+def tensor_ways(mesh_sizes, tensor_axes) -> int:
+  """Devices one rollout layer is split over: the product of `tensor_axes`' sizes ({axis: size})."""
+  n = 1
+  for a in tensor_axes:
+    n *= int(mesh_sizes.get(a, 1))
+  return n
