@@ -52,9 +52,9 @@ def validate_rl(c: ConfigDict, dp: int) -> None:
                      f"must be divisible by the data-parallel size {dp}")
   if not 0 <= rl.overlong_buffer < rl.max_response_len:
     raise ValueError(f"rl.overlong_buffer={rl.overlong_buffer} must be in [0, rl.max_response_len)")
-  if rl.get("off_policy_steps", 0) not in (0, 1):
+  if getattr(rl, "off_policy_steps", 0) not in (0, 1):
     raise ValueError(f"rl.off_policy_steps={rl.off_policy_steps} must be 0 (on-policy) or 1")
-  if rl.get("off_policy_steps", 0) and not rl.tis_cap >= 1.0:
+  if getattr(rl, "off_policy_steps", 0) and not rl.tis_cap >= 1.0:
     raise ValueError(f"rl.tis_cap={rl.tis_cap} must be >= 1 (the importance-weight cap)")
   if rl.temperature <= 0:
     raise ValueError(f"rl.temperature={rl.temperature} must be > 0 (GRPO needs diverse samples)")
@@ -108,7 +108,7 @@ def trainer(job, tok) -> session.Trainer:
                               param_shardings=job.shardings.params, engine="fast")
   sample_fn, greedy_fn = mk(rl.samples_per_prompt), mk(1)
   logp_fn = rl_step.jit_logprobs(job.model_cfg, job.mesh, job.shardings.params, rl.temperature)
-  off = rl.get("off_policy_steps", 0)
+  off = getattr(rl, "off_policy_steps", 0)
   loss_kw = dict(eps_low=rl.eps_low, eps_high=rl.eps_high, kl_coef=rl.kl_coef, agg=rl.agg,
                  dual_clip=rl.dual_clip or None)
   if off:
@@ -161,7 +161,7 @@ def trainer(job, tok) -> session.Trainer:
       banner={"rl": f"{rl.prompts or 'demo ' + rl.demo_tasks} prompts ({len(train_tasks)}), "
                     f"{rl.prompts_per_step} x {rl.samples_per_prompt} samples, response <= {rl.max_response_len}, "
                     f"kl {rl.kl_coef}, clip ({rl.eps_low}, {rl.eps_high}), {rl.agg}, ref {ref_name}, "
-                    f"{'packed' if rl.get('pack', False) else 'padded'} rows, "
+                    f"{'packed' if getattr(rl, 'pack', False) else 'padded'} rows, "
                     + (f"one step off-policy (TIS cap {rl.tis_cap})" if off else "on-policy")},
       record=lambda s, m, sec: dict(step_sec=sec),
       postfix=lambda r: dict(reward=f"{r['reward_mean']:.3f}", acc=f"{r['accuracy']:.2f}",

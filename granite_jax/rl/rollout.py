@@ -114,10 +114,10 @@ def build_batch(samples: dict, rl, *, pad_id: int = 0, dp: int = 1, grad_accum: 
   live = samples["live"] & ~samples["truncated"] if rl.overlong_filter else samples["live"]
   plen = np.array([len(t["prompt_ids"]) for t in samples["tasks"]])
   lengths = plen + samples["lengths"]
-  if rl.get("pack", False):
+  if getattr(rl, "pack", False):
     rows = packing.first_fit_decreasing(lengths, T)
     R = packing.bucket_rows(len(rows), total=N, micro=N // grad_accum, dp=dp,
-                            buckets=rl.get("pack_buckets", 8))
+                            buckets=getattr(rl, "pack_buckets", 8))
   else:
     rows, R = [[n] for n in range(N)], N
   tokens = np.full((R, T), pad_id, np.int32)
@@ -137,7 +137,7 @@ def build_batch(samples: dict, rl, *, pad_id: int = 0, dp: int = 1, grad_accum: 
       adv_RT[r, at:at + L] = adv[n]
       sampler_logp[r, o - 1:o + resp - 1] = samples["logprobs"][n, :resp]
       at += L
-  if not rl.get("pack", False):  # one sequence a row: positions run on over the padding, as before
+  if not getattr(rl, "pack", False):  # one sequence a row: positions run on over the padding, as before
     positions = np.broadcast_to(np.arange(T, dtype=np.int32), (R, T)).copy()
   return dict(tokens=tokens, segment_ids=seg, positions=positions, mask=mask, advantages=adv_RT,
               sampler_logp=sampler_logp)

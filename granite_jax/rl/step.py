@@ -53,7 +53,7 @@ def batch_fields(rl) -> tuple[str, ...]:
 def needs_old_logp(rl) -> bool:
   """A separate old-log-prob forward: for several optimizer steps on one batch (the ratio moves
   off 1) or for off-policy rollouts (the importance weights need the current policy's)."""
-  return rl.get("ppo_epochs", 1) > 1 or bool(rl.get("off_policy_steps", 0))
+  return getattr(rl, "ppo_epochs", 1) > 1 or bool(getattr(rl, "off_policy_steps", 0))
 
 
 def response_logprobs(params, batch, model: Granite, temperature: float = 1.0):
