@@ -20,8 +20,8 @@ Why these meshes:
 - Every other stage keeps the report's batch exactly, so it runs on 16 of the 18
   trays (64 GPUs, data=8 x fsdp=8; sbatch --segment=16): SFT is the report's own
   16 nodes x 4 GB200 with 256 sequences per step; RL 64 prompts x 16 samples = 1024
-  sequences, one per data rank per micro-batch (train.grad_accum = 1024 / 64; 30B adds
-  tensor=4, see PRESET_ICI); the reward model 256 pairs. A layout that would change a stage's batch is refused with the
+  sequences, one per data rank per micro-batch (train.grad_accum = 1024 / 64), its rollout in
+  tensor parallel over the 8 fsdp GPUs (ROLLOUT_AXES); the reward model 256 pairs. A layout that would change a stage's batch is refused with the
   rack counts that keep it.
 - Long-context extension splits each sequence over `context` GPUs (configs/lce_32k.py
   REAL_CONTEXT) next to FSDP=8 on 64 GPUs per rack (30B at 512K: fsdp=2 x tensor=4, see
@@ -68,13 +68,20 @@ PRESET_ICI = {
     # cuts parameters, AdamW state and gradients 8x further.
     ("reward_model", "30b"): ((1, 64, 1), 1),
 }
-# 30B RL on data=8 x fsdp=8: the rollout needs XLA 268 GiB per GPU (its decode loop holds the
-# whole model gathered over fsdp, docs/planner.md). Tensor=4 inside a tray splits that 4 ways:
-# rollout 101, train 32, log-probs 101 GiB; 64 prompts over data x fsdp = 16 ranks (4 each), the
-# 1024 sequences in 64 micro-batches of one per rank. The recipe's batch is unchanged.
+# 30B RL runs on the RL layout (data=8 x fsdp=8), like 3B and 8B. Its rollout once needed XLA
+# 268 GiB per GPU there (the decode loop held the whole model gathered over fsdp) and 30B moved to
+# data=2 x fsdp=8 x tensor=4 for memory alone; the rollout layout below (ROLLOUT_AXES) splits each
+# layer 8 ways instead, so the train step keeps data x fsdp (no tensor-parallel all-reduces; the
+# same FLOPs per GPU) and the decode reads 1/8 of the weights per GPU, not 1/4 (docs/planner.md).
 RL_STAGES = ("rl_multidomain", "rlhf", "rl_identity", "rl_math")
-for _stage in RL_STAGES:
-  PRESET_ICI[(_stage, "30b")] = ((2, 8, 4), 1)  # grad_accum: set from the batch (apply)
+# The RL rollout's layout (infer/sampler.py make_sampler(rollout_axes=...), rl.rollout_axes): before
+# decoding, the weights move (one reshard, in bf16) from the train step's FSDP shards to tensor
+# parallelism over these mesh axes: fsdp's 8 GPUs (two trays, NVLink) split every layer's heads,
+# KV heads, MLP and the vocabulary 8 ways, the KV cache goes by KV heads (8 for 3B / 8B / 30B: one
+# per GPU), the batch over data. Each decode step then reads 1/8 of the weights and of its data
+# rank's cache per GPU; with the training layout XLA hoists every layer's all-gather out of the
+# decode loop and holds the whole model on every GPU (8B: 88.9 GiB per GPU, docs/planner.md).
+ROLLOUT_AXES = {"rl": ("fsdp", "tensor")}
 # Stages that do not fit on their layout as the recipe stands, and what to change. The dry run
 # (launch/run.py --dry_run) and docs/stages.md print this next to the memory that does not fit.
 DOES_NOT_FIT = {("lce_512k", "30b"): (
@@ -138,6 +145,7 @@ def apply(c, racks: int, long_context: bool = False):
           f"the recipe's {c.rl.prompts_per_step} x {c.rl.samples_per_prompt}: "
           f"{_racks_keeping(c.rl.prompts_per_step, dp_rack)}")
     c.train.grad_accum = batch // dp  # one sequence per GPU per micro-batch
+    c.rl.rollout_axes = ROLLOUT_AXES["rl"]
   if batch % (dp * c.train.grad_accum):
     if kind not in ("pretrain", "long"):
       keep = _racks_keeping(batch // c.train.grad_accum, dp_rack)

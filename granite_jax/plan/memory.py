@@ -78,6 +78,14 @@ PREFILL_SCORE_BUFFERS = 4.0  # a dense prefill's f32 [b, heads, prompt, prompt] 
 # plus two compute-dtype copies: 3B / 8B / 30B rollouts (XLA 41.4 / 88.9 / 101.3 GiB) hold
 # 4.0 / 3.8 / 4.3 bf16 copies of parameters / tensor beyond the other terms.
 SAMPLER_GATHERED_BYTES = 8.0  # per parameter, divided by tensor
+# The rollout layout (rollout_axes): compute-dtype copies of each GPU's 1/ways of the model beside
+# the training shards: the resharded weights and the per-layer split of them.
+ROLLOUT_COPIES = 2.0
+# ... and compute-dtype [b, prompt, d_model] buffers of the prefill's residual stream, whole on
+# every GPU of a tensor-parallel group (norms, residual adds, the attention and MLP outputs around
+# their all-reduces): read off the rl_math rollouts in that layout (XLA 24.9 / 42.7 / 76.3 GiB for
+# 3B / 8B / 30B; 5.8 / 4.9 / 5.2 such buffers beyond the other terms).
+ROLLOUT_HIDDEN_BUFFERS = 5.0
 FORWARD_LOGIT_BUFFERS = 1.0
 # The RL step's loss (rl/loss.py: tempered log-softmax, entropy, ratios) over one micro-batch's
 # full [b, t, vocab] logits (one sequence per data rank since micro-batches are strided,
@@ -186,13 +194,29 @@ def _layer_terms(cfg: ModelConfig, mesh: Mapping[str, int]):
 
 
 def sampler_memory(cfg: ModelConfig, mesh: Mapping[str, int], rows: int, prompt_len: int,
-                   new_tokens: int, split_layers: bool = True) -> Memory:
+                   new_tokens: int, split_layers: bool = True, rollout_axes=()) -> Memory:
   """Per-device bytes of the rollout sampler: parameters (and the per-layer compute-dtype copy
-  `split_layers` makes), the KV cache of every row, one layer's gathered weights, last logits."""
-  dp = mesh.get("data", 1) * mesh.get("fsdp", 1)
-  tp = mesh.get("tensor", 1)
+  `split_layers` makes), the KV cache of every row, one layer's gathered weights, last logits.
+
+  `rollout_axes` (configs/gb200.py ROLLOUT_AXES): the rollout layout, those axes' devices as
+  tensor-parallel ways and the batch over the other batch axes (sharding/rules.py rollout_rules):
+  the training shards come in, plus ROLLOUT_COPIES compute-dtype copies of 1/ways of the model
+  (the resharded weights and their per-layer split), and nothing is gathered whole."""
+  from granite_jax.sharding.rules import RULES, tensor_ways
   pb, ab = dtype_bytes(cfg.param_dtype), dtype_bytes(cfg.dtype)
   p_dev, layer_params = _layer_terms(cfg, mesh)
+  n_params = sum(math.prod(s) for s, _ in param_leaves(cfg))
+  if rollout_axes:
+    tp = tensor_ways(mesh, rollout_axes)
+    dp = math.prod(mesh.get(a, 1) for a in dict(RULES)["act_batch"] if a not in rollout_axes)
+    weights = p_dev * pb + ROLLOUT_COPIES * n_params * ab / tp
+    layer = ROLLOUT_HIDDEN_BUFFERS * rows / dp * prompt_len * cfg.d_model * ab  # no gathered layer
+  else:
+    dp = mesh.get("data", 1) * mesh.get("fsdp", 1)
+    tp = mesh.get("tensor", 1)
+    gathered = SAMPLER_GATHERED_BYTES * n_params / tp
+    weights = p_dev * (pb + (ab if split_layers else 0)) + gathered
+    layer = layer_params / tp * ab
   b = rows / dp
   k_l = max(cfg.n_kv_heads / tp, 1)
   kv = 2 * cfg.n_layers * b * (prompt_len + new_tokens - 1) * k_l * cfg.head_dim * ab
@@ -207,10 +231,8 @@ def sampler_memory(cfg: ModelConfig, mesh: Mapping[str, int], rows: int, prompt_
     attention = FLASH_TILE_BUFFERS * b * n_l * blk * blk * 4 + 2 * b * n_l * prompt_len * 4
   else:
     attention = PREFILL_SCORE_BUFFERS * b * n_l * prompt_len * prompt_len * 4
-  gathered = SAMPLER_GATHERED_BYTES * sum(math.prod(s) for s, _ in param_leaves(cfg)) / tp
-  return Memory(params=p_dev * (pb + (ab if split_layers else 0)) + gathered, opt_state=0.0, grads=0.0,
-                residuals=0.0, layer=layer_params / tp * ab + prefill, attention=attention, logits=logits,
-                kv_cache=kv)
+  return Memory(params=weights, opt_state=0.0, grads=0.0, residuals=0.0, layer=layer + prefill,
+                attention=attention, logits=logits, kv_cache=kv)
 
 
 def forward_memory(cfg: ModelConfig, mesh: Mapping[str, int], rows: int, seq_len: int,

@@ -61,6 +61,12 @@ def reward_model_of(c: ConfigDict):
   return None
 
 
+def rollout_axes(c: ConfigDict) -> tuple[str, ...]:
+  """The RL stage's rollout layout: mesh axes used as tensor-parallel ways (configs/gb200.py
+  ROLLOUT_AXES); () keeps the training shardings. rl/loop.py passes the same to make_sampler."""
+  return tuple((c.get("rl") or {}).get("rollout_axes", ()) or ())
+
+
 def _batch_shards(c: ConfigDict) -> int:
   sizes = stages.mesh_sizes(c)
   return sizes.get("data", 1) * sizes.get("fsdp", 1)  # the act_batch axes (sharding/rules.py)
@@ -148,27 +154,29 @@ def score_program(c: ConfigDict, mesh, rm_cfg, T: int, rows: int, rollouts: int)
 
 def rl_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
   import jax.numpy as jnp
-  from jax.sharding import NamedSharding, PartitionSpec as P
 
-  from granite_jax.infer.sampler import make_sampler
+  from granite_jax.infer.sampler import make_sampler, sampler_shardings
   from granite_jax.model import Granite
   from granite_jax.rl import step as rl_step
   from granite_jax.rl.reward_model import batch_shards, score_rows
-  from granite_jax.sharding.rules import rules_for
   from granite_jax.train import session
   rl, sizes = c.rl, stages.mesh_sizes(c)
   tx, schedule = _optimizer(c)
   state, shardings = _abstract_state(cfg, mesh, tx)
   B, T, acc = c.train.global_batch, c.train.seq_len, c.train.grad_accum
-  sh = rl_step.rl_batch_shardings(mesh)
-  batch = {k: _sds((B, T), jnp.int32 if k in ("tokens", "segment_ids", "positions") else jnp.float32, sh[k])
-           for k in rl_step.ROW_FIELDS}
-  batch["advantages"] = _sds((B,), jnp.float32, sh["advantages"])
   loss_kw = dict(eps_low=rl.eps_low, eps_high=rl.eps_high, kl_coef=rl.kl_coef, agg=rl.agg,
                  dual_clip=rl.dual_clip or None)
+  if rl.get("off_policy_steps", 0):
+    loss_kw["tis_cap"] = rl.tis_cap
+  # The train batch at its largest (B rows of T: packing only ever needs fewer rows), with the
+  # fields the run's settings need (no old log-probs at ppo_epochs=1, rl/step.py batch_fields).
+  fields = rl_step.batch_fields(rl)
+  sh = rl_step.rl_batch_shardings(mesh, fields)
+  batch = rl_step.abstract_batch(mesh, fields, B, T)
   # rl/loop.py's trainer: its step function, jitted by the run scaffold.
   step_fn = functools.partial(rl_step.rl_train_step, model=Granite(cfg), tx=tx, schedule=schedule,
-                              loss_kw=loss_kw, temperature=rl.temperature, grad_accum=acc)
+                              loss_kw=loss_kw, temperature=rl.temperature, grad_accum=acc,
+                              micro_rows=B // acc)
   train = session.jit_step(step_fn, mesh, shardings, sh).jitted
   # The RL loss reads full [b, t, V] log-probs (rl/loss.py), not the chunked cross-entropy.
   train_est = mem_lib.train_memory(dataclasses.replace(cfg, loss_chunk=0), sizes, B, T, acc)
@@ -178,17 +186,17 @@ def rl_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
   Pn, N, G = rl.prompts_per_step, rl.max_response_len, rl.samples_per_prompt
   # The prefill runs the training kernel (the blockwise stand-in for cuDNN here); 1-token decode
   # steps attend over the KV cache with XLA's dense attention, on GPU as here (model/attention.py).
+  # With rl.rollout_axes (configs/gb200.py) the weights move to the rollout layout inside it.
+  axes = rollout_axes(c)
   sampler = make_sampler(cfg, max_new_tokens=N, stop_ids=(1,), samples_per_prompt=G, pad_id=0, mesh=mesh,
-                         param_shardings=shardings.params)
+                         param_shardings=shardings.params, rollout_axes=axes)
   jitted = sampler.jitted  # make_sampler's own program (sharding.jit.with_mesh keeps it), for .lower()
-  batch_axes = dict(rules_for(mesh))["act_batch"]
-  row, rows_, rep = (NamedSharding(mesh, P(batch_axes, None)), NamedSharding(mesh, P(batch_axes)),
-                     NamedSharding(mesh, P()))
+  row, rows_, rep = sampler_shardings(mesh, axes)
   args = (params, _sds((Pn, rl.max_prompt_len), jnp.int32, row), _sds((Pn,), jnp.int32, rows_),
           _sds((2,), jnp.uint32, rep), _sds((), jnp.float32, rep), _sds((), jnp.float32, rep),
           _sds((), jnp.int32, rep))
   progs.append(_program("rollout", jitted, mesh, args,
-                        mem_lib.sampler_memory(cfg, sizes, Pn * G, rl.max_prompt_len, N),
+                        mem_lib.sampler_memory(cfg, sizes, Pn * G, rl.max_prompt_len, N, rollout_axes=axes),
                         f"{Pn} prompts x {G} samples, {rl.max_prompt_len} + {N} tokens"))
   logp = rl_step.jit_logprobs(cfg, mesh, shardings.params, rl.temperature).jitted
   layout = {k: batch[k] for k in ("tokens", "segment_ids", "positions")}
@@ -251,7 +259,8 @@ def estimates(c: ConfigDict) -> dict[str, mem_lib.Memory]:
                                          logit_buffers=mem_lib.RL_LOGIT_BUFFERS),
            "rollout": mem_lib.sampler_memory(cfg, sizes,
                                              rl.prompts_per_step * rl.samples_per_prompt,
-                                             rl.max_prompt_len, rl.max_response_len),
+                                             rl.max_prompt_len, rl.max_response_len,
+                                             rollout_axes=rollout_axes(c)),
            "logprobs": mem_lib.forward_memory(cfg, sizes, B, T)}
     rm = reward_model_of(c)
     if rm is not None:

@@ -125,3 +125,31 @@ def test_rl_and_rlhf_programs(tmp_path, demo_cache_dir, monkeypatch):
   trainer.close()
   c = small("rl_math", demo_cache_dir)
   assert {p.name for p in programs.programs(c, job.mesh)} == {"train", "rollout", "logprobs"}
+
+
+def _loop_passes_rollout_axes() -> bool:
+  import inspect
+
+  from granite_jax.rl import loop as rl_loop
+  return "rollout_axes" in inspect.getsource(rl_loop)
+
+
+@pytest.mark.slow  # ~30 s: the sampler's decode loop
+@pytest.mark.skipif(not _loop_passes_rollout_axes(), reason="rl/loop.py does not pass rl.rollout_axes yet")
+def test_rl_rollout_layout_program(demo_cache_dir, monkeypatch):
+  """With rl.rollout_axes (configs/gb200.py) the dry run's rollout is the trainer's: the weights move
+  to tensor parallel over fsdp x tensor inside the program, the batch over data."""
+  from granite_jax.data.tokenizer import get_tokenizer
+  from granite_jax.rl import loop as rl_loop
+  c = small("rl_math", demo_cache_dir)
+  c.model.n_kv_heads = 4  # 4 ways keep whole KV heads
+  c.rl.rollout_axes = ("fsdp", "tensor")
+  job = session.build(c)
+  want = lowered(c, job.mesh)
+  made = []
+  catch(monkeypatch, rl_loop, "make_sampler", made)
+  trainer = rl_loop.trainer(job, get_tokenizer(c.data))
+  sampler = [m for kw, m in made if kw["samples_per_prompt"] == c.rl.samples_per_prompt]
+  assert len(sampler) == 1 and tuple(made[0][0]["rollout_axes"]) == ("fsdp", "tensor")
+  assert_same("rollout", want["rollout"], sampler[0].jitted, job.mesh)
+  trainer.close()

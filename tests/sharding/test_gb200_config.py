@@ -71,3 +71,19 @@ def test_pretraining_batch_change_is_announced():
 def test_bad_arg_is_named(arg):
   with pytest.raises(ValueError, match="configs/gb200.py"):
     gb200.get_config(arg)
+
+
+@pytest.mark.parametrize("size", ["3b", "8b", "30b"])
+@pytest.mark.parametrize("stage", gb200.RL_STAGES)
+def test_rl_rollout_layout_is_tensor_parallel_inside_the_trays(stage, size):
+  """The rollout's ways (rl.rollout_axes) split whole KV heads (the KV cache goes by KV heads) and
+  the prompts split over the batch axes that remain."""
+  from granite_jax.model.config import preset
+  from granite_jax.sharding.rules import tensor_ways
+  c = gb200.get_config(f"{stage},{size},1")
+  mesh = dict(zip(c.mesh.axes, c.mesh.shape))
+  ways = tensor_ways(mesh, c.rl.rollout_axes)
+  assert ways == 8 and tuple(c.rl.rollout_axes) == ("fsdp", "tensor")
+  cfg = preset(size)
+  assert cfg.n_kv_heads % ways == 0 and cfg.n_heads % ways == 0 and cfg.d_ff % ways == 0
+  assert c.rl.prompts_per_step % (math.prod(c.mesh.shape) // ways) == 0
