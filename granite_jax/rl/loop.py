@@ -52,6 +52,8 @@ def validate_rl(c: ConfigDict, dp: int) -> None:
                      f"must be divisible by the data-parallel size {dp}")
   if not 0 <= rl.overlong_buffer < rl.max_response_len:
     raise ValueError(f"rl.overlong_buffer={rl.overlong_buffer} must be in [0, rl.max_response_len)")
+  if getattr(rl, "pack", False) and not (isinstance(rl.pack_buckets, int) and rl.pack_buckets >= 1):
+    raise ValueError(f"rl.pack_buckets={rl.pack_buckets!r} must be an integer >= 1")
   if getattr(rl, "off_policy_steps", 0) not in (0, 1):
     raise ValueError(f"rl.off_policy_steps={rl.off_policy_steps} must be 0 (on-policy) or 1")
   if getattr(rl, "off_policy_steps", 0) and not rl.tis_cap >= 1.0:
