@@ -35,6 +35,9 @@ class Hardware:
   nvlink_gbs: float = 1800.0   # GB/s per GPU inside the NVLink domain (NVL72 rack)
   ib_gbps: float = 400.0       # Gb/s InfiniBand per GPU across racks
   gpus_per_domain: int = 72
+  hbm_tbs: float = 8.0         # TB/s HBM3e bandwidth per GPU (decode reads weights + KV cache)
+  efficiency: float = 0.5      # fraction of peak the RL step's compute-bound passes reach (rl_step)
+  collective_s: float = 1e-5   # latency of one small NVLink collective (a decode step's all-reduces)
 
 
 @dataclasses.dataclass
@@ -51,10 +54,12 @@ class Plan:
   comm_s: float
   compute_s: float
   score_s: float = 0.0         # RLHF: scoring the rollout batch with the reward model (in step_s)
+  rl: object = None            # RL stages: the whole step split into phases (plan/rl_time.py RLStep)
 
 
-def plan_config(c, hw: Hardware = Hardware()) -> Plan:
-  """Memory of every program and the train step's time for a laid-out config (stages.load)."""
+def plan_config(c, hw: Hardware = Hardware(), rl_breakdown: bool = True) -> Plan:
+  """Memory of every program and the train step's time for a laid-out config (stages.load); for
+  an RL stage (with `rl_breakdown`) also the whole step's phases (plan/rl_time.py)."""
   from granite_jax.plan.programs import estimates
   progs = estimates(c)
   mesh = stages.mesh_sizes(c)
@@ -83,8 +88,12 @@ def plan_config(c, hw: Hardware = Hardware()) -> Plan:
   score_flops, score_s = score_time(c, hw) if c.get("rl") and "score" in progs else (0.0, 0.0)
   step_s = max(compute_s, comm_s) + score_s
   flops_dev = model_flops + score_flops
+  rl = None
+  if c.get("rl") and rl_breakdown:
+    from granite_jax.plan import rl_time
+    rl = rl_time.rl_step(c, hw)
   return Plan(c.preset, c.name, mesh, racks, progs["train"], progs, flops_dev, step_s,
-              flops_dev / (step_s * hw.peak_flops), comm_s, compute_s, score_s)
+              flops_dev / (step_s * hw.peak_flops), comm_s, compute_s, score_s, rl)
 
 
 def score_time(c, hw: Hardware = Hardware()) -> tuple[float, float]:
@@ -143,6 +152,28 @@ def table(plans: list[Plan], hw: Hardware) -> str:
   return "\n".join(rows)
 
 
+def rl_table(plans: list[Plan], hw: Hardware) -> str:
+  """The RL stages' step split into phases (plan/rl_time.py; its docstring states the model)."""
+  head = ("| preset | stage | rollout layout | prefill s | decode s (steps x ms; GB read/step/GPU) "
+          "| rollout s | scoring s | log-probs s (passes) | train s | RL step s | rollout share |")
+  rows = [head, "|" + "---|" * 11]
+  for p in plans:
+    r = p.rl
+    if r is None:
+      continue
+    read = (r.weight_read + r.cache_read) / 1e9
+    rows.append(f"| {p.preset} | {p.stage} | {r.ways} ways x {round(r.rows_per_rank)} rows/rank | "
+                f"{r.prefill_s:.2f} | {r.decode_s:.1f} ({r.decode_steps} x {r.decode_step_s * 1e3:.2f}; "
+                f"{r.weight_read / 1e9:.1f} + {r.cache_read / 1e9:.1f} = {read:.1f}) | {r.rollout_s:.1f} | "
+                f"{r.score_s:.2f} | {r.logprobs_s:.2f} ({r.logprob_passes}) | {r.train_s:.2f} | "
+                f"{r.total_s:.1f} | {r.rollout_s / r.total_s:.0%} |")
+  if len(rows) == 2:
+    return ""
+  return (f"# RL step on paper: decode reads weights + KV cache at {hw.hbm_tbs:g} TB/s HBM per step "
+          f"(the full response length), compute at {hw.efficiency:.0%} of peak, "
+          f"{hw.collective_s * 1e6:g} us per decode collective (plan/rl_time.py)\n" + "\n".join(rows))
+
+
 def main(argv: list[str]) -> int:
   ap = argparse.ArgumentParser(prog="python -m granite_jax.plan",
                                description="granite_jax memory / step planner over the recipe's configs")
@@ -174,6 +205,9 @@ def main(argv: list[str]) -> int:
         f"{hw.peak_flops / 1e15:.2f} PFLOP/s, NVLink {hw.nvlink_gbs:.0f} GB/s, "
         f"IB {hw.ib_gbps:.0f} Gb/s per GPU")
   print(table(plans, hw))
+  rl = rl_table(plans, hw)
+  if rl:
+    print(rl)
   for line in skipped:
     print(f"# skipped {line}")
   if args.check:
