@@ -38,6 +38,14 @@ def test_context_parallel_loss_matches_one_device(one_device_xla, impl, shape):
   np.testing.assert_allclose(norms, one_device_xla[1], rtol=1e-4)
 
 
+def test_chunked_loss_per_context_shard_matches_one_device(one_device_xla):
+  """model.loss_chunk under context=4: each shard chunks its own 8 positions (train/loss.py)."""
+  cfg = dataclasses.replace(CFG, attention_impl="allgather", attention_block=4, loss_chunk=4)
+  losses, norms = run_steps(cfg, make_mesh((1, 2, 1, 4), MESH_AXES))
+  np.testing.assert_allclose(losses, one_device_xla[0], rtol=1e-5)
+  np.testing.assert_allclose(norms, one_device_xla[1], rtol=1e-4)
+
+
 def test_balanced_batch_keeps_targets_and_weights():
   batch = make_batch(B=2, T=32)
   targets, weights = step_lib.next_token_targets(batch)
