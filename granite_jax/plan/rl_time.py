@@ -140,8 +140,11 @@ def reshard_time(cfg, mesh: dict, ways: int, rollout: bool, hw) -> float:
   return moved / (hw.nvlink_gbs * 1e9)
 
 
-def rl_step(c, hw=None, decode_steps: int | None = None) -> RLStep:
-  """The RL step of laid-out config `c` (stages.load(stage, preset)) split into its phases."""
+def rl_step(c, hw=None, decode_steps: int | None = None, filled_cache: bool = False) -> RLStep:
+  """The RL step of laid-out config `c` (stages.load(stage, preset)) split into its phases.
+  `decode_steps`: default max_response_len. `filled_cache`: a decode that reads only the filled
+  cache (infer/engine.py's kind), on average the prompt plus half the steps, instead of the
+  mesh program's whole preallocated cache."""
   from granite_jax.plan import estimate
   from granite_jax.plan.programs import reward_model_of, rollout_axes
   hw = hw or estimate.Hardware()
@@ -150,7 +153,7 @@ def rl_step(c, hw=None, decode_steps: int | None = None) -> RLStep:
   ways, ranks = rollout_layout(c)
   rows = rl.prompts_per_step * rl.samples_per_prompt
   steps = rl.max_response_len if decode_steps is None else decode_steps
-  slots = rl.max_prompt_len + rl.max_response_len - 1
+  slots = rl.max_prompt_len + (steps / 2 if filled_cache else rl.max_response_len - 1)
   step_s, w, kv = decode_step(cfg, rows / ranks, ways, slots, hw)
   slow = dataclasses.replace(hw, peak_flops=hw.peak_flops * hw.efficiency)
   score_s = estimate.score_time(c, slow)[1] if reward_model_of(c) is not None else 0.0
