@@ -48,12 +48,14 @@ def bucket_rows(n: int, *, total: int, micro: int, dp: int = 1, buckets: int = 8
   `total` (the padded layout's rows, P * G) is a multiple of `micro` (rows of one micro-batch,
   total / grad_accum), which is a multiple of `dp` (data-parallel shards). Up to one micro-batch,
   rows round up to a multiple of max(dp, micro / buckets) (one micro-batch of fewer rows); beyond
-  it, to whole micro-batches (more micro-batches of `micro` rows). At most buckets + grad_accum - 1
-  shapes, never more than `total` rows, always a multiple of dp."""
+  it, to whole micro-batches, their count a multiple of grad_accum / buckets (rounded up). So at
+  most 2 x buckets shapes (the 8B RL step: 1024 rows, 16 micro-batches of 64 over 64 shards: 9
+  shapes at the default 8), never more than `total` rows, always a multiple of dp."""
   if total % micro or micro % dp:
     raise ValueError(f"rows {total} must be a multiple of the micro-batch {micro}, and it of dp={dp}")
-  n = max(int(n), 1)
+  n, buckets = max(int(n), 1), max(int(buckets), 1)
   if n > micro:
-    return min(-(-n // micro) * micro, total)
-  q = -(-max(dp, -(-micro // max(buckets, 1))) // dp) * dp
+    every = -(-(total // micro) // buckets)  # micro-batches
+    return min(-(-n // (micro * every)) * micro * every, total)
+  q = -(-max(dp, -(-micro // buckets)) // dp) * dp
   return min(-(-n // q) * q, micro)

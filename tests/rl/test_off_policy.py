@@ -117,3 +117,20 @@ def test_runner_lags_one_version_and_survives_donation():
   assert on.take({"w": jnp.full(3, 5.0)}, 7)[1] == {"version_seen": 5.0, "policy_lag": 0.0}
   with pytest.raises(ValueError):
     Rollouts(generate, off_policy_steps=2)
+
+
+def test_validate_names_the_off_policy_fields():
+  from configs import rl_math
+  from granite_jax.rl.loop import validate_rl
+  c = rl_math.get_config("tiny")
+  assert c.rl.off_policy_steps == 0 and c.rl.pack  # the defaults: on-policy (the report), packed rows
+  validate_rl(c, 1)
+  for field, value in (("off_policy_steps", 2), ("pack_buckets", 0)):
+    bad = rl_math.get_config("tiny")
+    bad.rl[field] = value
+    with pytest.raises(ValueError, match=f"rl.{field}"):
+      validate_rl(bad, 1)
+  bad = rl_math.get_config("tiny")
+  bad.rl.off_policy_steps, bad.rl.tis_cap = 1, 0.5
+  with pytest.raises(ValueError, match="rl.tis_cap"):
+    validate_rl(bad, 1)

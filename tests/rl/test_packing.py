@@ -34,6 +34,9 @@ def test_bucket_rows_few_shapes_sharded_evenly():
   for n in range(1, total + 1):
     b = bucket_rows(n, total=total, micro=micro, dp=dp, buckets=4)
     assert n <= b <= total and b % dp == 0 and (b <= micro or b % micro == 0)
+  # The 8B RL step's shape: 1024 rows, 16 micro-batches of 64 rows over 64 data shards.
+  got = {bucket_rows(n, total=1024, micro=64, dp=64, buckets=8) for n in range(1, 1025)}
+  assert got == {64 * k for k in (1, 2, 4, 6, 8, 10, 12, 14, 16)}
   assert bucket_rows(3, total=64, micro=64, dp=1, buckets=8) == 8
   assert bucket_rows(64, total=64, micro=64, dp=1, buckets=8) == 64
   with pytest.raises(ValueError):
