@@ -134,3 +134,19 @@ def test_validate_names_the_off_policy_fields():
   bad.rl.off_policy_steps, bad.rl.tis_cap = 1, 0.5
   with pytest.raises(ValueError, match="rl.tis_cap"):
     validate_rl(bad, 1)
+
+
+def test_runner_overlaps_generation_with_the_callers_step():
+  """Generation (here 0.2 s of host work) runs while the caller trains (0.2 s): 5 steps take about
+  6 x 0.2 s, not 10 x 0.2 s."""
+  def generate(params, step):
+    time.sleep(0.2)
+    return {}, {}
+
+  r = Rollouts(generate, off_policy_steps=1, last_step=5)
+  t0 = time.perf_counter()
+  for k in range(5):
+    r.take({"w": jnp.zeros(1)}, k)
+    time.sleep(0.2)  # the train step
+  r.close()
+  assert time.perf_counter() - t0 < 1.7
