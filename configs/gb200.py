@@ -171,7 +171,14 @@ def describe(c) -> str:
   mesh = " x ".join(f"{a}={s}" for a, s in zip(c.mesh.axes, c.mesh.shape))
   out = (f"gb200 {g.racks} rack(s) x {g.gpus_per_rack} GPUs = {g.gpus} ({mesh}; "
          f"{g.gpus_per_rack // GPUS_PER_NODE} of {NODES_PER_RACK} trays per rack)")
-  return out + (f" | CHANGED {g.batch_note}" if g.batch_note else " | recipe batch kept")
+  out += f" | CHANGED {g.batch_note}" if g.batch_note else " | recipe batch kept"
+  axes = tuple((c.get("rl") or {}).get("rollout_axes", ()) or ())
+  if axes:
+    sizes = dict(zip(c.mesh.axes, c.mesh.shape))
+    ways = math.prod(sizes.get(a, 1) for a in axes)
+    rest = [a for a in ("data", "fsdp") if a in sizes and a not in axes]
+    out += f" | rollout layout: {ways}-way tensor parallel over {' x '.join(axes)}, batch over {' x '.join(rest)}"
+  return out
 
 
 def get_config(arg: str | None = None):

@@ -15,7 +15,8 @@ over InfiniBand. With the latency-hiding scheduler these overlap, so
 step = max(compute, communication). An RL stage scored by a reward model (RLHF) adds the scoring
 of its rollout batch (`score_time`): a forward pass of the reward model over every rollout token
 (no LM head), plus one FSDP all-gather of its weights per call, compute and communication again
-overlapped. An estimate, not a measurement.
+overlapped. An estimate, not a measurement. For RL stages a second table splits the whole step
+(rollout, scoring, log-probs, train; plan/rl_time.py, `Plan.rl`).
 """
 from __future__ import annotations
 

@@ -90,7 +90,7 @@ FORWARD_LOGIT_BUFFERS = 1.0
 # The RL step's loss (rl/loss.py: tempered log-softmax, entropy, ratios) over one micro-batch's
 # full [b, t, vocab] logits (one sequence per data rank since micro-batches are strided,
 # train/step.py split_micro): XLA 26.3 / 41.2 GiB for 3B / 8B on data=8 x fsdp=8, 32.4 for 30B
-# on data=2 x fsdp=8 x tensor=4 (docs/stages.md).
+# on data=2 x fsdp=8 x tensor=4 (docs/stages.md); 93.1 for 30B on data=8 x fsdp=8 (planner 106.9).
 RL_LOGIT_BUFFERS = 3.5
 
 
