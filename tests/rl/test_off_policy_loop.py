@@ -49,6 +49,8 @@ def test_one_step_off_policy_run(tmp_path, demo_cache_dir, monkeypatch):
   assert sampled[0] == sampled[1] == scored[0] and sampled[2] == scored[1]
   assert len(set(scored)) == 3
   first, later = recs[0], recs[1:]
+  for r in recs:  # shown with -s
+    print({k: r[k] for k in ("step", "policy_lag", "logp_diff", "tis_weight", "tis_clip_frac", "packed_rows", "pad_frac")})
   # Step 1 is on-policy: weights 1 up to the sampler-vs-train numerics, none capped.
   assert first["tis_clip_frac"] == 0 and abs(first["tis_weight"] - 1) < 1e-3 and first["logp_diff"] < 1e-3
   for r in later:  # a policy one step stale: its log-probs differ from the sampler's
