@@ -104,10 +104,12 @@ def trainer(job, tok) -> session.Trainer:
   ref_params, ref_name = reference_params(c, job)
   eot = tok.token_to_id(EOT)
   # The fast engine (infer/engine.py: one prefill per prompt, decode over the filled cache) on
-  # one device; a mesh of several keeps the single sharded program.
+  # one device; a mesh of several keeps the single sharded program, in the rollout layout
+  # rl.rollout_axes (configs/gb200.py; plan/programs.py lowers the same).
+  axes = tuple(getattr(rl, "rollout_axes", ()) or ())
   mk = lambda g: make_sampler(job.model_cfg, max_new_tokens=rl.max_response_len, stop_ids=(eot,),
                               samples_per_prompt=g, pad_id=0, mesh=job.mesh,
-                              param_shardings=job.shardings.params, engine="fast")
+                              param_shardings=job.shardings.params, engine="fast", rollout_axes=axes)
   sample_fn, greedy_fn = mk(rl.samples_per_prompt), mk(1)
   logp_fn = rl_step.jit_logprobs(job.model_cfg, job.mesh, job.shardings.params, rl.temperature)
   off = getattr(rl, "off_policy_steps", 0)
