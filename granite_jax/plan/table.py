@@ -40,7 +40,8 @@ def collect(names, presets, results_path: str = "", compile_missing: bool = True
     with open(results_path) as f:
       old = [json.loads(line) for line in f if line.strip()]
   if verify and old:
-    old = [r for r in old if (r["stage"], r["preset"]) not in stale_stages(old)]
+    stale = stale_stages(old)
+    old = [r for r in old if (r["stage"], r["preset"]) not in stale]
   have = {(r["stage"], r["preset"]) for r in old}
   done: dict[str, list[dict]] = {}
   keys: dict = {}

@@ -37,3 +37,20 @@ def test_stale_stages_are_those_whose_programs_changed(monkeypatch):
          dict(stage="lce_512k", preset="3b", program="-", error="not part of the recipe")]
   assert table.stale_stages(old) == {("sft", "3b"), ("sft", "8b")}
   assert ("phase1", "3b") in calls and ("phase2", "3b") not in calls
+
+
+def test_collect_verify_keeps_current_rows_and_drops_stale_ones(monkeypatch, tmp_path):
+  import json
+  sha = dry_run.fingerprint(_lowered(2.0))
+  calls = []
+  monkeypatch.setattr(dry_run, "fingerprints", lambda c: calls.append(c.name) or {"train": sha})
+  monkeypatch.setattr(dry_run, "prepare_devices", lambda n: None)
+  path = tmp_path / "stages.jsonl"
+  rows = [dict(stage="phase1", preset="3b", racks=0, program="train", lowered_sha=sha, xla=1.0, planner=1.0),
+          dict(stage="sft", preset="3b", racks=0, program="train", lowered_sha="old", xla=2.0, planner=1.0)]
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  out = table.collect(["phase1", "sft"], ["3b"], str(path), compile_missing=False, verify=True)
+  by_stage = {r["stage"]: r for r in out}
+  assert by_stage["phase1"]["xla"] == 1.0                   # kept
+  assert "xla" not in by_stage["sft"] and "not run" in by_stage["sft"]["error"]  # stale: to compile
+  assert sorted(calls) == ["phase1", "sft"]                 # each stage lowered once
