@@ -33,6 +33,17 @@ REMAT_POLICIES = {
 }
 
 _ACT_BTD = ("act_batch", "act_length", "act_embed")
+# The residual stream (embedding output, residual adds, the scanned carry): with tensor > 1 its
+# length is split over tensor too (sequence parallelism, sharding/rules.py `act_res_length`).
+_RES_BTD = ("act_batch", "act_res_length", "act_embed")
+
+
+def sequence_parallel(axes) -> bool:
+  """Whether the current logical axis rules split the residual stream's length further than the
+  other activations' (sequence parallelism: tensor > 1)."""
+  if axes != _RES_BTD:
+    return False
+  return nn.logical_to_mesh_axes(_RES_BTD) != nn.logical_to_mesh_axes(_ACT_BTD)
 
 
 class Block(nn.Module):
@@ -42,16 +53,26 @@ class Block(nn.Module):
   def __call__(self, x_BTD, segment_ids_BT, positions_BT, cache_kv=None,
                kv_segment_ids_BS=None, cache_index=None):
     c = self.cfg
-    norm = lambda name: RMSNorm(c.rms_eps, c.dtype, c.param_dtype, name=name)
-    h_BTD = Attention(c, name="attn")(norm("attn_norm")(x_BTD), segment_ids_BT, positions_BT,
+    # The cache path (prefill / decode) keeps the length unsplit over tensor.
+    res = _ACT_BTD if cache_kv is not None else _RES_BTD
+    sp = sequence_parallel(res)
+
+    def norm(name, x_BTD):
+      # Sequence parallel: normalize 1/tensor of the positions, all-gather them over tensor.
+      y_BTD = RMSNorm(c.rms_eps, c.dtype, c.param_dtype, name=name)(x_BTD)
+      return nn.with_logical_constraint(y_BTD, _ACT_BTD) if sp else y_BTD
+
+    h_BTD = Attention(c, name="attn")(norm("attn_norm", x_BTD), segment_ids_BT, positions_BT,
                                       cache_kv, kv_segment_ids_BS, cache_index)
     new_kv = None
     if cache_kv is not None:
       h_BTD, new_kv = h_BTD
     x_BTD = x_BTD + c.residual_multiplier * h_BTD
-    h_BTD = MLP(c, name="mlp")(norm("mlp_norm")(x_BTD))
+    if sp:  # the residual add after attention on 1/tensor of the positions (a reduce-scatter)
+      x_BTD = nn.with_logical_constraint(x_BTD, res)
+    h_BTD = MLP(c, name="mlp")(norm("mlp_norm", x_BTD))
     x_BTD = x_BTD + c.residual_multiplier * h_BTD
-    return nn.with_logical_constraint(x_BTD, _ACT_BTD), new_kv
+    return nn.with_logical_constraint(x_BTD, res), new_kv
 
 
 class Granite(nn.Module):
@@ -71,7 +92,8 @@ class Granite(nn.Module):
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
     embed = Embed(c.vocab_size, c.d_model, c.init_std, c.dtype, c.param_dtype, name="embed")
-    x_BTD = nn.with_logical_constraint(embed(tokens_BT) * c.embedding_multiplier, _ACT_BTD)
+    x_BTD = embed(tokens_BT) * c.embedding_multiplier
+    x_BTD = nn.with_logical_constraint(x_BTD, _ACT_BTD if cache is not None else _RES_BTD)
 
     if cache is not None:
       x_BTD, new_cache = self._cached_stack(x_BTD, segment_ids, positions, cache, cache_index)

@@ -25,6 +25,13 @@ RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     # activations
     ("act_batch", ("data", "fsdp")),
     ("act_length", "context"),
+    # The residual stream between (and inside) the layers, i.e. the scanned layer carry and the
+    # layer inputs remat saves: its length is split over tensor too (Megatron-style sequence
+    # parallelism). The layers' norms and residual adds run on 1/tensor of the positions; XLA
+    # all-gathers over tensor entering attention / MLP and reduce-scatters their outputs. Context
+    # first: a context shard's positions are split further, so the two layouts meet without moving
+    # data across context ranks.
+    ("act_res_length", ("context", "tensor")),
     ("act_embed", None),
     ("act_heads", "tensor"),
     ("act_kv_heads", "tensor"),
@@ -34,10 +41,18 @@ RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 
 
 def rules_for(mesh: Mesh) -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
-  """RULES restricted to the axes this mesh has (size-1 axes are harmless)."""
+  """RULES restricted to the axes this mesh has (size-1 axes are harmless).
+
+  Without tensor parallelism (no `tensor` axis, or one of size 1) `act_res_length` is exactly
+  `act_length`: the model's program is then the same as without sequence parallelism."""
   names = set(mesh.axis_names)
+  # plan/memory.py passes the axis names only: a tensor axis of unknown size counts as split.
+  sizes = dict(getattr(mesh, "shape", None) or {})
+  tensor_split = "tensor" in names and sizes.get("tensor", 2) > 1
   out = []
   for logical, physical in RULES:
+    if logical == "act_res_length" and not tensor_split:
+      physical = dict(RULES)["act_length"]
     if isinstance(physical, tuple):
       kept = tuple(p for p in physical if p in names)
       physical = kept if kept else None
@@ -69,6 +84,8 @@ def rollout_rules(mesh: Mesh, tensor_axes) -> tuple[tuple[str, str | tuple[str, 
   batch = tuple(a for a in dict(RULES)["act_batch"] if a in names and a not in tp)
   over = {**{k: tp or None for k in TENSOR_PARAM_AXES + TENSOR_ACT_AXES}, "embed": None,
           "act_batch": batch or None}
+  # No sequence parallelism in the rollout: the residual stream's length goes as act_length.
+  over["act_res_length"] = dict(rules_for(mesh))["act_length"]
   return tuple((logical, over.get(logical, physical)) for logical, physical in rules_for(mesh))
 
 
