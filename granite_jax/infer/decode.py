@@ -17,9 +17,13 @@ slots <= t and to its prompt's real (non-padding) tokens, with one softmax over 
 
 The step reuses the model's own blocks (RMSNorm, MLP, RoPE, projections via `dense`) with the
 parameters of `granite_jax.model.decoder.decode_params` (split per layer, compute dtype).
+Under `nn.logical_axis_rules` (the engine on a mesh, sharding/rules.py `rollout_rules`) the
+step's logical constraints keep rows over the batch axes and heads, KV heads (both caches) and
+the head's vocabulary over the tensor axes; without rules they are no-ops.
 """
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -29,6 +33,19 @@ from granite_jax.model.layers import RMSNorm, apply_rope, dense, rope_cos_sin
 from granite_jax.model.mlp import MLP
 
 _NEG = float(jnp.finfo(jnp.float32).min)
+# Logical axes of the step's activations (no-ops without `nn.logical_axis_rules`: one device).
+_Q = ("act_batch", None, "act_heads", None)
+_K = ("act_batch", None, "act_kv_heads", None)
+
+
+def _x(x_R1D):
+  return nn.with_logical_constraint(x_R1D, ("act_batch", None, "act_embed"))
+
+
+def _kv(a_BK):
+  """[groups, kv heads, ...] (KV, queries in the group layout): groups over the batch axes, KV
+  heads over the tensor axes, so the attention runs where the caches are."""
+  return nn.with_logical_constraint(a_BK, ("act_batch", "act_kv_heads") + (None,) * (a_BK.ndim - 2))
 
 
 def prefill(cfg: ModelConfig, params, prompts_BP, lengths_B):
@@ -63,13 +80,15 @@ def grow_gen_kv(gen, slots: int):
   return dict(k=tuple(pad(a, 4) for a in gen["k"]), v=tuple(pad(a, 3) for a in gen["v"]))
 
 
-def take_rows(gen, rows_R):
-  """Rows `rows_R` (b*G + g) of the generated KV, one row per group (G = 1)."""
-  def take(a):
+def take_rows(gen, rows_R, take=None):
+  """Rows `rows_R` (b*G + g) of the generated KV, one row per group (G = 1). `take(a_R...)`:
+  how rows are taken (default `jnp.take(a, rows_R, axis=0)`; the engine's per-shard take)."""
+  take = take or (lambda a: jnp.take(a, rows_R, axis=0))
+
+  def one(a):
     B, K, G = a.shape[:3]
-    a_RK = jnp.swapaxes(a, 1, 2).reshape(B * G, K, *a.shape[3:])
-    return jnp.take(a_RK, rows_R, axis=0)[:, :, None]
-  return jax.tree.map(take, gen)
+    return take(jnp.swapaxes(a, 1, 2).reshape(B * G, K, *a.shape[3:]))[:, :, None]
+  return jax.tree.map(one, gen)
 
 
 def attend(q_RNH, pk_BKHP, pv_BKPH, valid_BP, gk_BKGHS, gv_BKGSH, t, scale):
@@ -83,7 +102,7 @@ def attend(q_RNH, pk_BKHP, pv_BKPH, valid_BP, gk_BKGHS, gv_BKGSH, t, scale):
   B, K, G, _, S = gk_BKGHS.shape
   Gq, M = N // K, G * (N // K)
   f32, dt = jnp.float32, q_RNH.dtype
-  q_BKGQH = jnp.swapaxes(q_RNH.reshape(B, G, K, Gq, H), 1, 2)
+  q_BKGQH = _kv(jnp.swapaxes(q_RNH.reshape(B, G, K, Gq, H), 1, 2))
   sp_BKMP = jnp.einsum("bkmh,bkhp->bkmp", q_BKGQH.reshape(B, K, M, H), pk_BKHP.astype(dt),
                        preferred_element_type=f32) * scale
   sp_BKMP = jnp.where(valid_BP[:, None, None], sp_BKMP, _NEG)
@@ -99,7 +118,8 @@ def attend(q_RNH, pk_BKHP, pv_BKPH, valid_BP, gk_BKGHS, gv_BKGSH, t, scale):
   og_BKGQH = jnp.einsum("bkgqs,bkgsh->bkgqh", eg_BKMS.reshape(B, K, G, Gq, S).astype(vd), gv_BKGSH,
                         preferred_element_type=f32)
   o_BKMH = (op_BKMH + og_BKGQH.reshape(B, K, M, H)) / den_BKM[..., None]
-  return jnp.swapaxes(o_BKMH.reshape(B, K, G, Gq, H), 1, 2).reshape(R, N, H).astype(dt)
+  o_RNH = jnp.swapaxes(o_BKMH.reshape(B, K, G, Gq, H), 1, 2).reshape(R, N, H).astype(dt)
+  return nn.with_logical_constraint(o_RNH, ("act_batch", "act_heads", None))
 
 
 def decode_step(cfg: ModelConfig, params, tok_R, pos_R, prompt, gen, t):
@@ -108,27 +128,27 @@ def decode_step(cfg: ModelConfig, params, tok_R, pos_R, prompt, gen, t):
   H = c.head_dim
   norm = lambda p, x: RMSNorm(c.rms_eps, c.dtype, c.param_dtype).apply({"params": p}, x)
   emb_VD = params["embed"]["embedding"]
-  x_R1D = (jnp.take(emb_VD, tok_R[:, None], axis=0).astype(c.dtype) * c.embedding_multiplier)
+  x_R1D = _x(jnp.take(emb_VD, tok_R[:, None], axis=0).astype(c.dtype) * c.embedding_multiplier)
   cos, sin = rope_cos_sin(pos_R[:, None], H, c.rope_theta)
   new_k, new_v = [], []
   for layer, pk, pv, gk, gv in zip(params["layers"], prompt["k"], prompt["v"], gen["k"], gen["v"]):
     a = layer["attn"]
     h_R1D = norm(layer["attn_norm"], x_R1D)
-    q_R1NH = dense(h_R1D, a["q"].astype(c.dtype))
-    k_R1KH = dense(h_R1D, a["k"].astype(c.dtype))
-    v_R1KH = dense(h_R1D, a["v"].astype(c.dtype))
+    q_R1NH = nn.with_logical_constraint(dense(h_R1D, a["q"].astype(c.dtype)), _Q)
+    k_R1KH = nn.with_logical_constraint(dense(h_R1D, a["k"].astype(c.dtype)), _K)
+    v_R1KH = nn.with_logical_constraint(dense(h_R1D, a["v"].astype(c.dtype)), _K)
     if c.position_embedding == "rope":
       q_R1NH, k_R1KH = apply_rope(q_R1NH, cos, sin), apply_rope(k_R1KH, cos, sin)
     # This token's key and value go to slot t of each row (row b*G + g at [b, :, g]).
     B, K, G = gk.shape[:3]
     k_BKGH = jnp.swapaxes(k_R1KH.reshape(B, G, K, H), 1, 2).astype(gk.dtype)
     v_BKGH = jnp.swapaxes(v_R1KH.reshape(B, G, K, H), 1, 2).astype(gv.dtype)
-    gk = jax.lax.dynamic_update_slice(gk, k_BKGH[..., None], (0, 0, 0, 0, t))
-    gv = jax.lax.dynamic_update_slice(gv, v_BKGH[..., None, :], (0, 0, 0, t, 0))
+    gk = _kv(jax.lax.dynamic_update_slice(gk, k_BKGH[..., None], (0, 0, 0, 0, t)))
+    gv = _kv(jax.lax.dynamic_update_slice(gv, v_BKGH[..., None, :], (0, 0, 0, t, 0)))
     o_RNH = attend(q_R1NH[:, 0], pk, pv, prompt["valid_BP"], gk, gv, t, c.attn_scale)
-    x_R1D = x_R1D + c.residual_multiplier * dense(o_RNH[:, None], a["o"].astype(c.dtype), n_in=2)
-    x_R1D = x_R1D + c.residual_multiplier * MLP(c).apply({"params": layer["mlp"]},
-                                                         norm(layer["mlp_norm"], x_R1D))
+    x_R1D = _x(x_R1D + c.residual_multiplier * dense(o_RNH[:, None], a["o"].astype(c.dtype), n_in=2))
+    x_R1D = _x(x_R1D + c.residual_multiplier * MLP(c).apply({"params": layer["mlp"]},
+                                                            norm(layer["mlp_norm"], x_R1D)))
     new_k.append(gk)
     new_v.append(gv)
   x_RD = norm(params["final_norm"], x_R1D)[:, 0]
@@ -138,4 +158,8 @@ def decode_step(cfg: ModelConfig, params, tok_R, pos_R, prompt, gen, t):
   else:
     logits_RV = jnp.einsum("rd,dv->rv", x_RD, params["lm_head"].astype(c.dtype),
                            preferred_element_type=jnp.float32)
+  # The head's matmul per vocabulary shard (not a gathered head), then the picks read whole rows:
+  # the logits gather over the tensor axes.
+  logits_RV = nn.with_logical_constraint(logits_RV, ("act_batch", "act_vocab"))
+  logits_RV = nn.with_logical_constraint(logits_RV, ("act_batch", None))
   return logits_RV / c.logits_scaling, dict(k=tuple(new_k), v=tuple(new_v))

@@ -15,20 +15,67 @@ prompt-major) for the same requests, with three kinds of work left out:
 The loop ends when every row is done. Draws use one key per request and token (infer/draw.py),
 so a request's tokens do not depend on the batch it was decoded in; greedy tokens equal the
 single-program sampler's.
-Single device only (no mesh): `sampler.make_sampler` keeps its single program for meshes.
+
+On a mesh (`mesh=` with several devices) the engine runs in the RL rollout layout
+(sharding/rules.py `rollout_rules(mesh, rollout_axes)`, the layout of `sampler.make_sampler`'s
+rollout program): the weights are cast and resharded once per call (split per layer), heads /
+KV heads / MLP / vocabulary over the `rollout_axes` devices (tensor parallel), and every row
+array, prompt KV and generated KV over the remaining batch axes ("data", D ways), the KV also
+by KV heads. Each data shard compacts its own rows (D x a power-of-two bucket, the largest
+shard's live rows): no KV crosses data shards, and every piece keeps rows and heads where they
+are (explicit sharding constraints here and in infer/decode.py; a decode step's collectives are
+the tensor-parallel all-reduces and the logits' gather over the rollout axes). A prompt batch
+that D does not divide is padded with budget-0 copies of its last prompt.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 from typing import NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from granite_jax.infer import decode, draw
 from granite_jax.model import ModelConfig
 from granite_jax.model.decoder import decode_params
+from granite_jax.sharding.jit import mesh_context
+from granite_jax.sharding.rules import rollout_rules
+
+
+class Layout(NamedTuple):
+  """Where the engine's arrays live on a mesh (hashable: a static argument of the jitted pieces)."""
+  mesh: Mesh
+  rules: tuple  # rollout_rules(mesh, rollout_axes): the model's logical constraints resolve by it
+  batch: tuple  # mesh axes of the rows (D ways)
+  tp: tuple  # mesh axes of the heads / KV heads (the rollout axes the mesh has)
+  D: int
+
+  def spec(self, a, kv: bool = False):
+    """[rows, (kv heads,) ...]: rows over the batch axes, kv heads over the tensor axes."""
+    if a.ndim == 0:
+      return NamedSharding(self.mesh, P())
+    return NamedSharding(self.mesh, P(self.batch or None, *((self.tp or None,) if kv else ())))
+
+
+def _pin(lay: Layout | None, tree, kv: bool = False):
+  if lay is None:
+    return tree
+  return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, lay.spec(a, kv)), tree)
+
+
+def _pin_prompt(lay, prompt):
+  return dict(k=_pin(lay, prompt["k"], True), v=_pin(lay, prompt["v"], True),
+              valid_BP=_pin(lay, prompt["valid_BP"]), lengths_B=_pin(lay, prompt["lengths_B"]))
+
+
+def _rules(lay: Layout | None):
+  return nn.logical_axis_rules(lay.rules) if lay is not None else contextlib.nullcontext()
 
 
 class Spec(NamedTuple):
@@ -36,6 +83,7 @@ class Spec(NamedTuple):
   cfg: ModelConfig
   pad_id: int
   mode: str  # draw.pick_mode: only the branch in use is compiled
+  lay: Layout | None = None
 
 
 def _next_pow2(n: int) -> int:
@@ -44,7 +92,8 @@ def _next_pow2(n: int) -> int:
 
 class Engine:
   def __init__(self, cfg: ModelConfig, *, max_new_tokens: int, stop_ids=(), samples_per_prompt: int = 1,
-               pad_id: int = 0, chunk: int = 32, length_bucket: int = 32):
+               pad_id: int = 0, chunk: int = 32, length_bucket: int = 32, mesh: Mesh | None = None,
+               rollout_axes=(), param_shardings=None):
     if max_new_tokens < 1 or samples_per_prompt < 1 or chunk < 1 or length_bucket < 1:
       raise ValueError(f"Engine: max_new_tokens={max_new_tokens}, samples_per_prompt="
                        f"{samples_per_prompt}, chunk={chunk}, length_bucket={length_bucket} "
@@ -52,60 +101,123 @@ class Engine:
     self.cfg, self.N, self.G, self.pad_id = cfg, max_new_tokens, samples_per_prompt, pad_id
     self.stop_S = np.asarray(tuple(stop_ids) or (-1,), np.int32)
     self.chunk, self.bucket = chunk, length_bucket
+    self.lay = self._to_rollout = None
+    if mesh is not None and mesh.size > 1:
+      from granite_jax.infer.sampler import rollout_param_shardings  # the sampler imports this module
+      rules = rollout_rules(mesh, tuple(rollout_axes))
+      r = dict(rules)
+      axes = lambda x: () if x is None else ((x,) if isinstance(x, str) else tuple(x))
+      batch, tp = axes(r["act_batch"]), axes(r["act_kv_heads"])
+      self.lay = Layout(mesh, rules, batch, tp, math.prod(mesh.shape[a] for a in batch))
+      train = rollout_param_shardings(cfg, mesh, tuple(rollout_axes))  # ValueError: ways vs heads
+      drop_layer = lambda s: NamedSharding(mesh, P(*tuple(s.spec)[1:]))
+      out = {k: v for k, v in train.items() if k != "layers"}
+      out["layers"] = (jax.tree.map(drop_layer, train["layers"]),) * cfg.n_layers
+      # One reshard per call, cast and split per layer: the rollout layout's decode parameters.
+      self._to_rollout = jax.jit(functools.partial(decode_params, cfg), out_shardings=out,
+                                 in_shardings=(param_shardings,) if param_shardings is not None else None)
 
   def __call__(self, params, prompts_BP, lengths_B, rng, temperature, top_p, top_k, max_new_Q=None):
-    sp = Spec(self.cfg, self.pad_id, draw.pick_mode(temperature, top_p, top_k))
-    N, Q = self.N, len(lengths_B) * self.G
+    lay = self.lay
+    sp = Spec(self.cfg, self.pad_id, draw.pick_mode(temperature, top_p, top_k), lay)
+    N, G, Q = self.N, self.G, len(lengths_B) * self.G
     budget_Q = np.full(Q, N, np.int32) if max_new_Q is None else np.clip(max_new_Q, 0, N).astype(np.int32)
     if budget_Q.shape != (Q,):
       raise ValueError(f"max_new_Q: expected shape ({Q},), got {budget_Q.shape}")
-    dparams = _decode_params(sp.cfg, params)
-    logits_BV, prompt = _prefill(sp.cfg, dparams, jnp.asarray(prompts_BP, jnp.int32),
+    if lay is None:
+      return self._run(sp, params, prompts_BP, lengths_B, rng, temperature, top_p, top_k, budget_Q)
+    prompts_BP, lengths_B = np.asarray(prompts_BP, np.int32), np.asarray(lengths_B, np.int32)
+    extra = -len(lengths_B) % lay.D  # budget-0 copies of the last prompt: D divides the batch
+    if extra:
+      prompts_BP = np.concatenate([prompts_BP, np.repeat(prompts_BP[-1:], extra, 0)])
+      lengths_B = np.concatenate([lengths_B, np.repeat(lengths_B[-1:], extra)])
+      budget_Q = np.concatenate([budget_Q, np.zeros(extra * G, np.int32)])
+    with mesh_context(lay.mesh):
+      put = lambda a: jax.device_put(a, lay.spec(a))
+      out = self._run(sp, params, put(prompts_BP), put(lengths_B), rng, temperature, top_p, top_k,
+                      put(budget_Q))
+    return {k: v[:Q] for k, v in out.items()} if extra else out
+
+  def _run(self, sp: Spec, params, prompts_BP, lengths_B, rng, temperature, top_p, top_k, budget_Q):
+    lay, N, Q = sp.lay, self.N, len(budget_Q)
+    D = 1 if lay is None else lay.D
+    if lay is None:
+      dparams = _decode_params(sp.cfg, params)
+    else:
+      dparams = self._to_rollout(params)
+    logits_BV, prompt = _prefill(sp.cfg, lay, dparams, jnp.asarray(prompts_BP, jnp.int32),
                                  jnp.asarray(lengths_B, jnp.int32))
     knobs = (jnp.float32(temperature), jnp.float32(top_p), jnp.int32(top_k))
     stop_S = jnp.asarray(self.stop_S)
     state = _start(sp, N, logits_BV, prompt["lengths_B"], rng, jnp.asarray(budget_Q), stop_S, *knobs)
-    out = dict(tokens=jnp.full((Q, N), sp.pad_id, jnp.int32), logprobs=jnp.zeros((Q, N), jnp.float32),
-               lengths=jnp.zeros((Q,), jnp.int32))
+    zeros = dict(tokens=np.full((Q, N), sp.pad_id, np.int32), logprobs=np.zeros((Q, N), np.float32),
+                 lengths=np.zeros((Q,), np.int32))
+    out = ({k: jnp.asarray(v) for k, v in zeros.items()} if lay is None
+           else {k: jax.device_put(v, lay.spec(v)) for k, v in zeros.items()})
     gen = None
     while True:
-      t, done_R = jax.device_get((state["t"], state["done"]))
+      # On a mesh, the flags replicated first: every process reads them whole (multi-host).
+      t, done_R = jax.device_get((state["t"], state["done"]) if lay is None else _flags(lay, state))
       if t >= N or done_R.all():
         break
-      live_R = np.flatnonzero(~done_R)
-      rows = _next_pow2(len(live_R))
-      if rows < len(done_R):  # save every row, keep the live ones (padded with done rows)
-        out = _save(out, state)
-        keep_R = np.concatenate([live_R, np.flatnonzero(done_R)[:rows - len(live_R)]]).astype(np.int32)
-        state, gen, prompt = _compact(state, gen, prompt, jnp.asarray(keep_R),
+      done_DR = done_R.reshape(D, -1)  # each data shard's rows
+      live_D = (~done_DR).sum(1)
+      rows = _next_pow2(int(live_D.max()))
+      if rows < done_DR.shape[1]:  # save every row, keep the live ones (padded with done rows)
+        out = _save(lay, out, state)
+        keep_DR = np.stack([np.concatenate([np.flatnonzero(~d), np.flatnonzero(d)[:rows - n]])
+                            for d, n in zip(done_DR, live_D)]).astype(np.int32)
+        keep = keep_DR[0] if lay is None else jax.device_put(keep_DR, lay.spec(keep_DR))
+        state, gen, prompt = _compact(lay, state, gen, prompt, jnp.asarray(keep),
                                       len(done_R) // len(prompt["lengths_B"]))
       t_end = min(t + self.chunk, N)
       slots = min(-(-(t_end - 1) // self.bucket) * self.bucket, N - 1)  # token t_end - 2 is fed last
       if gen is None:
         groups = len(prompt["lengths_B"])
-        gen = decode.init_gen_kv(sp.cfg, groups, len(state["done"]) // groups, slots)
+        if lay is None:
+          gen = decode.init_gen_kv(sp.cfg, groups, len(state["done"]) // groups, slots)
+        else:
+          gen = _new_gen(sp.cfg, lay, groups, len(state["done"]) // groups, slots)
       elif gen["v"][0].shape[3] < slots:
-        gen = _grow(gen, slots)
+        gen = _grow(lay, gen, slots)
       state, gen = _chunk(sp, dparams, prompt, gen, state, jnp.int32(t_end), stop_S, *knobs)
-    return _save(out, state)
+    return _save(lay, out, state)
 
 
 _decode_params = jax.jit(decode_params, static_argnums=0)
-_prefill = jax.jit(decode.prefill, static_argnums=0)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _flags(lay: Layout, state):
+  return state["t"], jax.lax.with_sharding_constraint(state["done"], NamedSharding(lay.mesh, P()))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _prefill(cfg: ModelConfig, lay: Layout | None, params, prompts_BP, lengths_B):
+  with _rules(lay):
+    logits_BV, prompt = decode.prefill(cfg, params, prompts_BP, lengths_B)
+  return _pin(lay, logits_BV), _pin_prompt(lay, prompt)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _new_gen(cfg: ModelConfig, lay: Layout, groups: int, G: int, slots: int):
+  return _pin(lay, decode.init_gen_kv(cfg, groups, G, slots), True)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _start(sp: Spec, N: int, logits_BV, plen_B, rng, budget_Q, stop_S, temperature, top_p, top_k):
   """Token 0 of every request, from its prompt's prefill logits (request q = b*G + g)."""
   Q = budget_Q.shape[0]
-  req_R = jnp.arange(Q, dtype=jnp.int32)
-  prompt_R = req_R // (Q // logits_BV.shape[0])
+  G = Q // logits_BV.shape[0]
+  req_R = _pin(sp.lay, jnp.arange(Q, dtype=jnp.int32))
   keys_R = draw.row_keys(rng, req_R)
-  tok_R, lp_R = draw.pick_rows(logits_BV[prompt_R], keys_R, 0, temperature, top_p, top_k, sp.mode)
-  s = dict(t=jnp.int32(0), req=req_R, keys=keys_R, budget=budget_Q, pos0=plen_B[prompt_R],
+  # Repeats, not a gather by q // G: rows stay on the data shard of their prompt.
+  logits_RV = _pin(sp.lay, jnp.repeat(logits_BV, G, axis=0))
+  tok_R, lp_R = draw.pick_rows(logits_RV, keys_R, 0, temperature, top_p, top_k, sp.mode)
+  s = dict(t=jnp.int32(0), req=req_R, keys=keys_R, budget=budget_Q, pos0=jnp.repeat(plen_B, G),
            done=jnp.zeros((Q,), bool), tokens=jnp.full((Q, N), sp.pad_id, jnp.int32),
            logprobs=jnp.zeros((Q, N), jnp.float32), lengths=jnp.zeros((Q,), jnp.int32))
-  return _record(sp, s, tok_R, lp_R, stop_S)
+  return _pin(sp.lay, _record(sp, _pin(sp.lay, s), tok_R, lp_R, stop_S))
 
 
 def _record(sp: Spec, s, tok_R, lp_R, stop_S):
@@ -124,39 +236,60 @@ def _record(sp: Spec, s, tok_R, lp_R, stop_S):
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=(3, 4))
 def _chunk(sp: Spec, params, prompt, gen, state, t_end, stop_S, temperature, top_p, top_k):
   """Decode steps until token t_end - 1 is picked or every row is done."""
+  lay = sp.lay
+
   def body(c):
     s, gen = c
     t = s["t"]  # feed token t - 1 into slot t - 1, pick token t
-    logits_RV, gen = decode.decode_step(sp.cfg, params, s["tok"], s["pos0"] + t - 1, prompt, gen, t - 1)
+    with _rules(lay):
+      logits_RV, gen = decode.decode_step(sp.cfg, params, s["tok"], s["pos0"] + t - 1, prompt, gen, t - 1)
     tok_R, lp_R = draw.pick_rows(logits_RV, s["keys"], t, temperature, top_p, top_k, sp.mode)
-    return _record(sp, s, tok_R, lp_R, stop_S), gen
+    return _pin(lay, _record(sp, s, tok_R, lp_R, stop_S)), _pin(lay, gen, True)
 
   cond = lambda c: (c[0]["t"] < t_end) & ~jnp.all(c[0]["done"])
   return jax.lax.while_loop(cond, body, (state, gen))
 
 
-_grow = jax.jit(decode.grow_gen_kv, static_argnums=1)
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _grow(lay: Layout | None, gen, slots: int):
+  return _pin(lay, decode.grow_gen_kv(gen, slots), True)
 
 
-@functools.partial(jax.jit, static_argnums=4)
-def _compact(state, gen, prompt, keep_R, G):
-  """Rows `keep_R` of the batch; the prompt KV becomes per row (G = 1) from here on."""
-  n_live = jnp.sum(~state["done"])
-  take = lambda a: jnp.take(a, keep_R, axis=0)
+def _take(a, keep):
+  """Rows `keep` of `a` [R, ...]: keep [r] (one device), or [D, r] indices within each of the D
+  data shards (a batched gather: each shard reads its own rows, nothing moves between shards)."""
+  if keep.ndim == 1:
+    return jnp.take(a, keep, axis=0)
+  D, r = keep.shape
+  a_DR = a.reshape(D, -1, *a.shape[1:])
+  return jax.vmap(lambda x, i: jnp.take(x, i, axis=0))(a_DR, keep).reshape(D * r, *a.shape[1:])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _compact(lay: Layout | None, state, gen, prompt, keep, G):
+  """Rows `keep` of the batch; the prompt KV becomes per row (G = 1) from here on."""
+  take = lambda a: _take(a, keep)
   s = {k: (v if k == "t" else take(v)) for k, v in state.items()}
-  s["req"] = jnp.where(jnp.arange(len(keep_R)) < n_live, s["req"], -1)  # padding rows: no request
-  gen = None if gen is None else decode.take_rows(gen, keep_R)
-  at_B = keep_R // G
-  prompt = dict(k=tuple(jnp.take(a, at_B, axis=0) for a in prompt["k"]),
-                v=tuple(jnp.take(a, at_B, axis=0) for a in prompt["v"]),
-                valid_BP=jnp.take(prompt["valid_BP"], at_B, axis=0),
-                lengths_B=jnp.take(prompt["lengths_B"], at_B, axis=0))
-  return s, gen, prompt
+  s["req"] = jnp.where(s["done"], -1, s["req"])  # padding rows (done when kept): no request
+  gen = None if gen is None else _pin(lay, decode.take_rows(gen, keep, take), True)
+  at = keep // G
+  prompt = dict(k=tuple(_take(a, at) for a in prompt["k"]), v=tuple(_take(a, at) for a in prompt["v"]),
+                valid_BP=_take(prompt["valid_BP"], at), lengths_B=_take(prompt["lengths_B"], at))
+  return _pin(lay, s), gen, _pin_prompt(lay, prompt)
 
 
-@functools.partial(jax.jit, donate_argnums=0)
-def _save(out, state):
-  """Every row with a request -> its request's output row."""
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
+def _save(lay: Layout | None, out, state):
+  """Every row with a request -> its request's output row (within its data shard on a mesh)."""
   Q = out["lengths"].shape[0]
-  at_R = jnp.where(state["req"] >= 0, state["req"], Q)  # out of range: dropped
-  return {k: out[k].at[at_R].set(state[k], mode="drop") for k in out}
+  if lay is None:
+    at_R = jnp.where(state["req"] >= 0, state["req"], Q)  # out of range: dropped
+    return {k: out[k].at[at_R].set(state[k], mode="drop") for k in out}
+  D = lay.D
+  Qd = Q // D
+  req_DR = state["req"].reshape(D, -1)
+  at_DR = jnp.where(req_DR >= 0, req_DR - Qd * jnp.arange(D)[:, None], Qd)
+  put = jax.vmap(lambda o, i, x: o.at[i].set(x, mode="drop"))
+  return _pin(lay, {k: put(out[k].reshape(D, Qd, *out[k].shape[1:]), at_DR,
+                           state[k].reshape(D, -1, *state[k].shape[1:])).reshape(out[k].shape)
+                    for k in out})

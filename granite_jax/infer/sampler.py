@@ -19,8 +19,9 @@ recomputes, so the importance ratio is 1 on-policy. A stop token is part of the 
 
 Two engines behind `make_sampler` / `generate`: "program" is the single jitted program above
 (`sample`: any mesh, and what the dry run lowers); "fast" is granite_jax.infer.engine (one
-prefill per prompt, decode cost that follows the live tokens, per-row token budgets; single
-device), whose sampled tokens come from other draws of the same distribution (infer/draw.py).
+prefill per prompt, decode cost that follows the live tokens, per-row token budgets; one device,
+or a mesh in the rollout layout of `rollout_axes`), whose sampled tokens come from other draws
+of the same distribution (infer/draw.py).
 """
 from __future__ import annotations
 
@@ -144,8 +145,9 @@ def make_sampler(cfg: ModelConfig, *, max_new_tokens: int, stop_ids: Sequence[in
   (`sampler_shardings`).
   `split_layers`: see `sample`. Nothing is donated: the caller keeps the
   parameters, and the cache lives inside the program.
-  `engine="fast"`: granite_jax.infer.engine where it runs (no mesh, or a one-device one),
-  which also takes per-row budgets as an 8th argument `max_new_Q` [B*G]; else this program.
+  `engine="fast"`: granite_jax.infer.engine (no mesh, a one-device one, or a mesh with
+  `rollout_axes`: the engine in the rollout layout), which also takes per-row budgets as an 8th
+  argument `max_new_Q` [B*G]; on a mesh of several devices without `rollout_axes`, this program.
   """
   if max_new_tokens < 1:
     raise ValueError(f"max_new_tokens={max_new_tokens} must be positive")
@@ -153,9 +155,10 @@ def make_sampler(cfg: ModelConfig, *, max_new_tokens: int, stop_ids: Sequence[in
     raise ValueError(f"samples_per_prompt={samples_per_prompt} must be positive")
   if engine not in ("program", "fast"):
     raise ValueError(f"engine={engine!r} must be 'program' or 'fast'")
-  if engine == "fast" and (mesh is None or mesh.size == 1):
+  if engine == "fast" and (mesh is None or mesh.size == 1 or rollout_axes):
     return Engine(cfg, max_new_tokens=max_new_tokens, stop_ids=tuple(int(s) for s in stop_ids),
-                  samples_per_prompt=samples_per_prompt, pad_id=pad_id)
+                  samples_per_prompt=samples_per_prompt, pad_id=pad_id, mesh=mesh,
+                  rollout_axes=tuple(rollout_axes), param_shardings=param_shardings)
   fn = functools.partial(sample, cfg=cfg, max_new_tokens=max_new_tokens,
                          stop_ids=tuple(int(s) for s in stop_ids),
                          samples_per_prompt=samples_per_prompt, pad_id=pad_id,
