@@ -104,8 +104,8 @@ def trainer(job, tok) -> session.Trainer:
   ref_params, ref_name = reference_params(c, job)
   eot = tok.token_to_id(EOT)
   # The fast engine (infer/engine.py: one prefill per prompt, decode over the filled cache) on
-  # one device; a mesh of several keeps the single sharded program, in the rollout layout
-  # rl.rollout_axes (configs/gb200.py; plan/programs.py lowers the same).
+  # one device, or on the mesh in the rollout layout rl.rollout_axes (configs/gb200.py); a mesh
+  # of several devices without rollout axes keeps the single sharded program.
   axes = tuple(getattr(rl, "rollout_axes", ()) or ())
   mk = lambda g: make_sampler(job.model_cfg, max_new_tokens=rl.max_response_len, stop_ids=(eot,),
                               samples_per_prompt=g, pad_id=0, mesh=job.mesh,
