@@ -161,10 +161,33 @@ def render(results: list[dict], command: str = "python -m granite_jax.plan.table
   if notes:  # one note per text, naming every stage it is about
     lines += ["", "Notes (from configs/gb200.py):", ""]
     lines += [f"- {', '.join(dict.fromkeys(keys))}: {text}" for text, keys in notes.items()]
+  lines += rl_step_lines(results)
   if any(r.get("compiled_for") for r in results):
     lines += ["", "\"per rack\": racks that only add data parallelism run the same per-GPU program, so "
               "one rack's share is compiled (XLA:CPU needs hours for 1152 fake devices)."]
   return "\n".join(lines) + "\n"
+
+
+def rl_step_lines(results: list[dict]) -> list[str]:
+  """The RL stages' step on paper (plan/rl_time.py), one row per RL stage x size in `results`."""
+  from granite_jax.plan import rl_time
+  rl_stages = stages._configs().RL_STAGES
+  seen = dict.fromkeys((r["stage"], r["preset"]) for r in results if r["stage"] in rl_stages and "xla" in r)
+  if not seen:
+    return []
+  out = ["", "## The RL step on paper", "",
+         "Seconds per on-policy step on the stage's GB200 layout, phases one after another "
+         "(`plan/rl_time.py`; the decode bandwidth model and its assumptions: docs/planner.md). "
+         "Estimates from peak and bandwidth figures, not measurements.", "",
+         "| stage | size | rollout (reshard + prefill + decode) | decode steps x s/step | scoring | "
+         "log-probs | train | step | rollout share |", "|---|---|---|---|---|---|---|---|---|"]
+  for stage, preset in seen:
+    s = rl_time.rl_step_of(stage, preset)
+    out.append(f"| {stage} | {preset} | {s['rollout_s']:.1f} ({s['reshard_s']:.2f} + {s['prefill_s']:.2f} + "
+               f"{s['decode_s']:.1f}) | {s['decode_steps']} x {s['decode_step_s'] * 1e3:.2f} ms | "
+               f"{s['score_s']:.1f} | {s['logprobs_s']:.1f} | {s['train_s']:.1f} | {s['total_s']:.1f} | "
+               f"{s['rollout_s'] / s['total_s']:.0%} |")
+  return out
 
 
 def main(argv: list[str]) -> int:
