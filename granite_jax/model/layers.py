@@ -18,18 +18,46 @@ def _init(std: float):
 
 
 def dense(x_BTI: jax.Array, w_IO: jax.Array, n_in: int = 1, **kw) -> jax.Array:
-  """`x` [B, T, *in] times `w` [*in, *out] as one 2-D matmul [B*T, in] @ [in, out].
+  """`x` [B, T, *in] times `w` [*in, *out]: the einsum "bt{in},{in}{out}->bt{out}".
 
-  Same result as the einsum "bt{in},{in}{out}->bt{out}". Flattening (B, T) gives the weight
-  gradient a single contracting dimension; with two (b, t) XLA:CPU transposes the large
-  activation gradients through slow copy fusions before each weight-gradient dot (2x the
-  MLP's fwd+bwd time at the CPU bench shape). On GPU the reshapes are bitcasts.
+  Computed as one 2-D matmul [B*T, in] @ [in, out] unless the length is split over devices
+  (context parallelism) as `flatten_rows` decides. Flattening (B, T) gives the weight gradient a
+  single contracting dimension; with two (b, t) XLA:CPU transposes the large activation gradients
+  through slow copy fusions before each weight-gradient dot (2x the MLP's fwd+bwd time at the CPU
+  bench shape). On GPU the reshapes are bitcasts.
   """
-  B, T = x_BTI.shape[:2]
   in_shape, out_shape = w_IO.shape[:n_in], w_IO.shape[n_in:]
   assert x_BTI.shape[2:] == in_shape, (x_BTI.shape, w_IO.shape)
+  if not flatten_rows(x_BTI.shape[0]):
+    nb = x_BTI.ndim - n_in
+    return jax.lax.dot_general(x_BTI, w_IO, ((tuple(range(nb, x_BTI.ndim)), tuple(range(n_in))),
+                                             ((), ())), **kw)
+  B, T = x_BTI.shape[:2]
   y = jnp.matmul(x_BTI.reshape(B * T, -1), w_IO.reshape(math.prod(in_shape), -1), **kw)
   return y.reshape(B, T, *out_shape)
+
+
+def _ways(logical: str, sizes) -> int:
+  """Devices the logical axis rules in context split `logical` over (mesh `sizes`)."""
+  axes = nn.logical_to_mesh_axes((logical,))[0]
+  if axes is None:
+    return 1
+  return math.prod(sizes.get(a, 1) for a in ((axes,) if isinstance(axes, str) else axes))
+
+
+def flatten_rows(B: int) -> bool:
+  """Whether `dense` flattens a [B, T, ...] input to [B*T, ...], under the logical axis rules and
+  the mesh (jax.set_mesh) in context. Yes unless the length is split (context parallelism) and
+  either a device holds more than one row or the residual stream is sequence parallel (tensor > 1,
+  model/decoder.py). With more than one row per device, a device's [B, T/context] block is not
+  contiguous in B*T and XLA all-gathers the whole sequence inside every layer (lce_128k 8B: 137
+  GiB per GPU instead of 93, XLA:CPU); with sequence parallelism the flattened dots need 17 GiB
+  more at lce_512k 30B. With one row per device and no tensor split the flattening is a bitcast
+  and needs 2-3 GiB less there than the two-axis dot (lce_512k 8B, lce_128k 30B)."""
+  sizes = jax.sharding.get_abstract_mesh().shape
+  if _ways("act_length", sizes) == 1:
+    return True
+  return B // max(_ways("act_batch", sizes), 1) <= 1 and sizes.get("tensor", 1) == 1
 
 
 class RMSNorm(nn.Module):
