@@ -24,8 +24,8 @@ Why these meshes:
   tensor parallel over the 8 fsdp GPUs (ROLLOUT_AXES); the reward model 256 pairs. A layout that would change a stage's batch is refused with the
   rack counts that keep it.
 - Long-context extension splits each sequence over `context` GPUs (configs/lce_32k.py
-  REAL_CONTEXT) next to FSDP=8 on 64 GPUs per rack (30B at 512K: fsdp=2 x tensor=4, see
-  PRESET_ICI); `long` gives a pretraining phase the 512K layout (data=1 x fsdp=8 x context=8).
+  REAL_CONTEXT) next to FSDP=8 on 64 GPUs per rack (30B at 512K: fsdp=2 x tensor=4 with
+  sequence parallelism, see PRESET_ICI); `long` gives a pretraining phase the 512K layout (data=1 x fsdp=8 x context=8).
 """
 import importlib
 import math
@@ -51,10 +51,12 @@ ICI = {
 LCE_ICI = ICI["long"]  # (kept for callers of the old name)
 # Per-size exceptions, with the reason; the dry run (docs/stages.md) checks each.
 PRESET_ICI = {
-    # data=1 x fsdp=8 x context=8 needs ~166 GiB per GPU for 30B at 512K (XLA, docs/planner.md),
-    # over the ~165 GiB usable: the chunked loss gathers the whole 512K sequence's f32 hidden
-    # states on every GPU. Tensor=4 inside a tray splits them and the layers 4 ways (XLA ~143 GiB
-    # for one sequence per data rank); data x fsdp = 2 ranks take the 8 sequences in 4 micro-batches.
+    # 30B at 512K: tensor=4 inside a tray with sequence parallelism (the residual stream between
+    # layers, which remat saves, splits its length over context x tensor: sharding/rules.py
+    # act_res_length) keeps one 64K-token shard of a sequence per GPU at XLA 120.4 GiB; data x fsdp
+    # = 2 ranks take the 8 sequences in 4 micro-batches. Without sequence parallelism this layout was
+    # 174.1 GiB and data=1 x fsdp=8 x context=8 182 GiB (XLA:CPU; ~96 GiB of either is the 64 layers'
+    # saved inputs, bf16 plus the float32 copy XLA:CPU's bf16 normalization makes of the stack).
     ("lce_512k", "30b"): ((1, 2, 4, 8), 4),
     # 2 x 32K sequences per GPU at once: XLA 175.6 GiB for 30B; one per micro-batch.
     ("lce_32k", "30b"): ((8, 8, 1, 1), 2),
@@ -84,12 +86,8 @@ RL_STAGES = ("rl_multidomain", "rlhf", "rl_identity", "rl_math")
 ROLLOUT_AXES = {"rl": ("fsdp", "tensor")}
 # Stages that do not fit on their layout as the recipe stands, and what to change. The dry run
 # (launch/run.py --dry_run) and docs/stages.md print this next to the memory that does not fit.
-DOES_NOT_FIT = {("lce_512k", "30b"): (
-    "30B at 512K needs ~166 GiB per GPU with data=1 x fsdp=8 x context=8 (XLA, docs/planner.md) and "
-    "174 GiB with fsdp=2 x tensor=4 x context=8 in 4 micro-batches (this layout), of ~165 usable: "
-    "the chunked loss gathers the whole 512K sequence's f32 hidden states on every GPU (~28 GiB). "
-    "Change: chunk the loss over each context shard's own positions (train/loss.py, not done), or "
-    "end 30B's long-context extension at 128K (configs/lce_128k.py:30b) as 3B does.")}
+# Empty: every stage x size fits (docs/stages.md).
+DOES_NOT_FIT: dict = {}
 
 
 def stage_kind(c) -> str:

@@ -78,6 +78,13 @@ def _rules(lay: Layout | None):
   return nn.logical_axis_rules(lay.rules) if lay is not None else contextlib.nullcontext()
 
 
+class Piece(NamedTuple):
+  """One jitted piece of an engine call with abstract arguments (`Engine.pieces`)."""
+  jitted: object
+  args: tuple      # jitted.lower(*args): static arguments included
+  resident: tuple  # abstract buffers live beside it that are not its arguments
+
+
 class Spec(NamedTuple):
   """What the jitted pieces are specialised on besides shapes (equal specs share programs)."""
   cfg: ModelConfig
@@ -101,7 +108,7 @@ class Engine:
     self.cfg, self.N, self.G, self.pad_id = cfg, max_new_tokens, samples_per_prompt, pad_id
     self.stop_S = np.asarray(tuple(stop_ids) or (-1,), np.int32)
     self.chunk, self.bucket = chunk, length_bucket
-    self.lay = self._to_rollout = None
+    self.lay = self._to_rollout = self._rollout_shardings = None
     if mesh is not None and mesh.size > 1:
       from granite_jax.infer.sampler import rollout_param_shardings  # the sampler imports this module
       rules = rollout_rules(mesh, tuple(rollout_axes))
@@ -116,6 +123,70 @@ class Engine:
       # One reshard per call, cast and split per layer: the rollout layout's decode parameters.
       self._to_rollout = jax.jit(functools.partial(decode_params, cfg), out_shardings=out,
                                  in_shardings=(param_shardings,) if param_shardings is not None else None)
+      self._rollout_shardings = out
+
+  def pieces(self, params, n_prompts: int, prompt_len: int, temperature, top_p, top_k,
+             slots: int | None = None) -> dict[str, "Piece"]:
+    """The jitted pieces a call runs at its memory peaks, with abstract arguments at these shapes
+    (`params`: the training parameters, abstract or not; nothing sized by them is allocated), for lowering
+    without running (plan/programs.py, the dry run): {name: Piece(jitted, args, resident)},
+    `jitted.lower(*args)` under the mesh (static arguments included in `args`), `resident` the
+    abstract buffers of the call that are live beside the piece but are not its arguments.
+      reshard  the weights to the decode parameters (cast, split per layer; rollout layout);
+      prefill  the n_prompts prompts, once each;
+      decode   a chunk over every row (n_prompts x G, the group layout before any compaction) with
+               `slots` generated-KV slots (default the largest the engine allocates: N - 1);
+      compact  the first compaction at `slots` (rows halve, the prompt KV becomes per row); absent
+               when a data shard holds one row.
+    A prompt batch that the data shards do not divide is padded as a call pads it."""
+    lay, N, G = self.lay, self.N, self.G
+    sp = Spec(self.cfg, self.pad_id, draw.pick_mode(temperature, top_p, top_k), lay)
+    D = 1 if lay is None else lay.D
+    Pn = n_prompts + (-n_prompts % D)
+    Q = Pn * G
+    slots = N - 1 if slots is None else slots
+    sds = lambda a, sh=None: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh)
+
+    def at(tree, kv=False):  # where the pieces' outputs are (compiled outputs drop 1-device axes)
+      if lay is None:
+        return jax.tree.map(sds, tree)
+      drop = lambda x: None if x is None else (tuple(a for a in ((x,) if isinstance(x, str) else x)
+                                                     if lay.mesh.shape[a] > 1) or None)
+      spec = lambda a: NamedSharding(lay.mesh, P(*(drop(x) for x in lay.spec(a, kv).spec)))
+      return jax.tree.map(lambda a: sds(a, spec(a)), tree)
+    i32, f32 = np.int32, np.float32
+    one = lambda shape, dtype: at(jax.ShapeDtypeStruct(shape, dtype))
+    with mesh_context(lay.mesh) if lay is not None else contextlib.nullcontext():
+      if lay is None:
+        reshard = Piece(_decode_params, (self.cfg, params), ())
+        dparams = jax.eval_shape(functools.partial(decode_params, self.cfg), params)
+      else:
+        reshard = Piece(self._to_rollout, (params,), ())
+        dparams = jax.tree.map(sds, jax.eval_shape(self._to_rollout, params), self._rollout_shardings)
+      prompts, lengths = one((Pn, prompt_len), i32), one((Pn,), i32)
+      logits, prompt = jax.eval_shape(functools.partial(_prefill, self.cfg, lay), dparams, prompts, lengths)
+      logits = at(logits)
+      prompt = dict(k=at(prompt["k"], True), v=at(prompt["v"], True), valid_BP=at(prompt["valid_BP"]),
+                    lengths_B=at(prompt["lengths_B"]))
+      # Scalars and stop ids as a call passes them (uncommitted: where they are is in the program).
+      knobs = (jnp.float32(temperature), jnp.float32(top_p), jnp.int32(top_k))
+      stop_S = jnp.asarray(self.stop_S)
+      rng = jax.ShapeDtypeStruct((2,), np.uint32)
+      state = at(jax.eval_shape(functools.partial(_start, sp, N), logits, prompt["lengths_B"], rng,
+                                one((Q,), i32), stop_S, *knobs))
+      gen = at(jax.eval_shape(lambda: decode.init_gen_kv(self.cfg, Pn, G, slots)), True)
+      out = dict(tokens=one((Q, N), i32), logprobs=one((Q, N), f32), lengths=one((Q,), i32))
+      train = tuple(jax.tree.leaves(params))
+      got = dict(reshard=reshard,
+                 prefill=Piece(_prefill, (self.cfg, lay, dparams, prompts, lengths), train),
+                 decode=Piece(_chunk, (sp, dparams, prompt, gen, state, jnp.int32(N), stop_S, *knobs),
+                              train + tuple(jax.tree.leaves(out))))
+      rows = _next_pow2(Q // D) // 2  # the most rows a compaction keeps per data shard
+      if rows >= 1:
+        keep = one((rows,), i32) if lay is None else one((D, rows), i32)
+        got["compact"] = Piece(_compact, (lay, state, gen, prompt, keep, G),
+                               train + tuple(jax.tree.leaves((dparams, out))))
+    return got
 
   def __call__(self, params, prompts_BP, lengths_B, rng, temperature, top_p, top_k, max_new_Q=None):
     lay = self.lay

@@ -121,6 +121,8 @@ def run_stage(c: ConfigDict, hbm_gb: float = HBM_GB, log=print, only=()) -> list
       r["xla"] = ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes \
           + ma.temp_size_in_bytes
       r["fits"] = r["xla"] <= limit
+      if getattr(ma, "pieces", None):  # the rollout engine: its pieces' peaks (plan/programs.py)
+        r["pieces"], r["peak_piece"] = ma.pieces, ma.peak_piece
     except Exception as e:  # noqa: BLE001
       r["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
       r["fits"] = False
@@ -148,9 +150,11 @@ def format_row(r: dict, hbm_gb: float = HBM_GB) -> str:
   if "xla" not in r:
     return f"  {r['program']:<9} {r.get('shapes', ''):<40} DOES NOT COMPILE: {r.get('error', '')}"
   verdict = "fits" if r["fits"] else "DOES NOT FIT"
+  pieces = ("\n" + " " * 12 + "pieces: " + ", ".join(f"{k} {v / GIB:.1f}" for k, v in r["pieces"].items())
+            + f" GiB/GPU (peak: {r['peak_piece']})") if r.get("pieces") else ""
   return (f"  {r['program']:<9} {r['shapes']:<40} XLA {r['xla'] / GIB:7.1f} GiB/GPU | planner "
           f"{r['planner'] / GIB:7.1f} GiB | HBM {hbm_gb * 1e9 / GIB:.0f} GiB | {verdict} "
-          f"({r['compile_s']:.0f} s)")
+          f"({r['compile_s']:.0f} s)" + pieces)
 
 
 def ok(results: list[dict]) -> bool:

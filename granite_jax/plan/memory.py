@@ -26,8 +26,9 @@ t = tokens per device along the sequence, after the `context` split):
   kv_cache           rollouts (RL): K and V for every layer, sequence and token.
 The constants (buffers live at once) were read off XLA's buffer assignment of
 the same step (granite_jax/plan/xla.py); docs/planner.md has the comparison.
-sampler_memory / forward_memory: the RL rollout (prefill + decode with its KV cache) and the
-forward-only passes (log-probs, reward-model scores), by the same terms.
+sampler_memory / forward_memory: the RL rollout (prefill + decode with its KV cache; in the
+rollout layout the fast engine's highest piece, engine_memory) and the forward-only passes
+(log-probs, reward-model scores), by the same terms.
 """
 from __future__ import annotations
 
@@ -86,6 +87,21 @@ ROLLOUT_COPIES = 2.0
 # their all-reduces): read off the rl_math rollouts in that layout (XLA 24.9 / 42.7 / 76.3 GiB for
 # 3B / 8B / 30B; 5.8 / 4.9 / 5.2 such buffers beyond the other terms).
 ROLLOUT_HIDDEN_BUFFERS = 5.0
+# The rollout engine's pieces (engine_memory), read off the compiles of its pieces that
+# plan/programs.py lowers (`python -m granite_jax.plan.dry_run rl_math:{3b,8b,30b} --only=rollout`,
+# jaxlib 0.10.2, 64 fake CPU devices, data=8 x fsdp=8 as 8 rollout ways). XLA's peaks per piece
+# (GiB/GPU, with the buffers live beside each): reshard 4.3 / 10.6 / 37.4, prefill 5.3 / 11.9 /
+# 36.7, decode 11.8 / 25.5 / 58.5, compact 15.1 / 31.3 / 60.8 for 3B / 8B / 30B. Beside the
+# training shards, one compute-dtype copy of 1/ways of the model (the decode parameters); the
+# decode chunk's and the prefill's temporaries hold about 2 more copies of it (2.2 / 2.2 / 2.1
+# in the decode, 2.6 / 2.5 / 2.2 in the prefill beyond its activations); the reshard's 2.4-2.6
+# beside its output. The KV buffers are exact sizes (the compaction's input and output are both
+# live: it peaks highest at every size, the largest generated KV x 1.5 plus the per-row prompt KV).
+ENGINE_WEIGHT_COPIES = 1.0
+ENGINE_WEIGHT_TEMPS = 2.0
+RESHARD_TEMPS = 2.5
+ENGINE_STATE_BUFFERS = 2.0   # [rows, new_tokens] tokens and log-probs: the state's and the output's
+ENGINE_LOGIT_BUFFERS = 3.0   # f32 [rows, vocab] last logits, gathered over the rollout ways
 FORWARD_LOGIT_BUFFERS = 1.0
 # The RL step's loss (rl/loss.py: tempered log-softmax, entropy, ratios) over one micro-batch's
 # full [b, t, vocab] logits (one sequence per data rank since micro-batches are strided,
@@ -193,8 +209,60 @@ def _layer_terms(cfg: ModelConfig, mesh: Mapping[str, int]):
   return p_dev, layer_params
 
 
+def engine_memory(cfg: ModelConfig, mesh: Mapping[str, int], prompts: int, samples: int, prompt_len: int,
+                  new_tokens: int, rollout_axes) -> dict[str, Memory]:
+  """Per-device bytes of the rollout engine's pieces (infer/engine.py, in the rollout layout), as
+  plan/programs.py lowers them (`Engine.pieces`), each with the buffers of the call live beside it:
+    prefill  the training shards, the decode parameters (a compute-dtype copy of 1/ways of the
+             model), every prompt's KV (`prompts` rows, once each), the prefill's working set;
+    decode   + the generated KV of every row (prompts x samples) at its largest (new_tokens - 1
+             slots, the group layout), the row state, the gathered last logits;
+    compact  the first compaction at that size: its input and output generated KV (rows halve),
+             and the prompt KV copied per kept row.
+    reshard  the training shards in, the decode parameters out, and the reshard's temporaries."""
+  from granite_jax.sharding.rules import RULES, tensor_ways
+  pb, ab = dtype_bytes(cfg.param_dtype), dtype_bytes(cfg.dtype)
+  p_dev, _ = _layer_terms(cfg, mesh)
+  n_params = sum(math.prod(s) for s, _ in param_leaves(cfg))
+  tp = tensor_ways(mesh, rollout_axes)
+  dp = math.prod(mesh.get(a, 1) for a in dict(RULES)["act_batch"] if a not in rollout_axes)
+  pr = -(-prompts // dp)  # prompts per data shard (a call pads the batch)
+  rows = pr * samples
+  k_l = max(cfg.n_kv_heads / tp, 1)
+  slot = 2 * cfg.n_layers * k_l * cfg.head_dim * ab  # K and V of one token, every layer
+  dparams = n_params * ab / tp
+  weights = p_dev * pb + ENGINE_WEIGHT_COPIES * dparams
+  prompt_kv, gen_kv = pr * prompt_len * slot, rows * (new_tokens - 1) * slot
+  state = ENGINE_STATE_BUFFERS * rows * new_tokens * 4  # tokens, log-probs: the state's and the output's
+  n_l = cfg.n_heads / tp
+  if cfg.attention_impl in FLASH_IMPLS:
+    blk = min(getattr(cfg, "attention_block", 512), prompt_len)
+    attention = FLASH_TILE_BUFFERS * pr * n_l * blk * blk * 4 + 2 * pr * n_l * prompt_len * 4
+  else:
+    attention = PREFILL_SCORE_BUFFERS * pr * n_l * prompt_len * prompt_len * 4
+  prefill_act = (ROLLOUT_HIDDEN_BUFFERS * pr * prompt_len * cfg.d_model * ab
+                 + LAYER_BUFFERS * pr * prompt_len * (2 * cfg.d_model + 3 * cfg.d_ff / tp) * ab)
+  kept = _next_pow2(rows) // 2
+  zero = dict(opt_state=0.0, grads=0.0, residuals=0.0)
+  temps = ENGINE_WEIGHT_TEMPS * dparams
+  return dict(
+      reshard=Memory(params=weights, layer=RESHARD_TEMPS * dparams, attention=0.0, logits=0.0, **zero),
+      prefill=Memory(params=weights, layer=prefill_act + temps, attention=attention,
+                     logits=pr * cfg.vocab_size * 4, kv_cache=prompt_kv, **zero),
+      decode=Memory(params=weights, layer=state + temps, attention=0.0,
+                    logits=ENGINE_LOGIT_BUFFERS * rows * cfg.vocab_size * 4,
+                    kv_cache=prompt_kv + gen_kv, **zero),
+      compact=Memory(params=weights, layer=state * 1.5, attention=0.0, logits=0.0,
+                     kv_cache=prompt_kv + gen_kv * 1.5 + kept * prompt_len * slot, **zero))
+
+
+def _next_pow2(n: int) -> int:
+  return 1 << max(int(n) - 1, 0).bit_length()
+
+
 def sampler_memory(cfg: ModelConfig, mesh: Mapping[str, int], rows: int, prompt_len: int,
-                   new_tokens: int, split_layers: bool = True, rollout_axes=()) -> Memory:
+                   new_tokens: int, split_layers: bool = True, rollout_axes=(),
+                   prompts: int | None = None) -> Memory:
   """Per-device bytes of the rollout sampler: parameters (and the per-layer compute-dtype copy
   `split_layers` makes), the KV cache of every row, one layer's gathered weights, last logits.
 
@@ -203,6 +271,9 @@ def sampler_memory(cfg: ModelConfig, mesh: Mapping[str, int], rows: int, prompt_
   the training shards come in, plus ROLLOUT_COPIES compute-dtype copies of 1/ways of the model
   (the resharded weights and their per-layer split), and nothing is gathered whole."""
   from granite_jax.sharding.rules import RULES, tensor_ways
+  if rollout_axes and prompts:  # the engine rl/loop.py runs in this layout: its highest piece
+    return max(engine_memory(cfg, mesh, prompts, rows // prompts, prompt_len, new_tokens,
+                             rollout_axes).values(), key=lambda m: m.total)
   pb, ab = dtype_bytes(cfg.param_dtype), dtype_bytes(cfg.dtype)
   p_dev, layer_params = _layer_terms(cfg, mesh)
   n_params = sum(math.prod(s) for s, _ in param_leaves(cfg))

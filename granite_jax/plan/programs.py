@@ -9,7 +9,11 @@ tests/plan/test_programs_match.py checks that the lowered text equals what the t
 Per stage kind: pretraining, LCE and SFT: `train`; reward model: `train` (Bradley-Terry on
 chosen + rejected rows) and `score` (its scoring call at the RLHF stage's shape); RL: `train`
 (GRPO/DAPO step), `rollout` (prefill + decode with the KV cache, `samples_per_prompt` rows per
-prompt), `logprobs` (old / reference log-probs of the rollout batch in train layout), and for a
+prompt: with `rl.rollout_axes` the fast engine rl/loop.py runs, infer/engine.py, as its pieces at
+their memory peaks (`Engine.pieces`: the reshard to the rollout layout, the prefill of every
+prompt once, a decode chunk over every row with the largest generated KV, the first compaction),
+reported as the highest of them; without, the single sharded sampler program), `logprobs` (old /
+reference log-probs of the rollout batch in train layout), and for a
 stage scored by a reward model (RLHF) `score`: one call of rl/rm_scorer.py's packed rows.
 """
 from __future__ import annotations
@@ -114,6 +118,62 @@ def _program(name, jitted, mesh, args, est, shapes) -> Program:
   return Program(name, _lower(jitted, mesh, *args), est, shapes, tuple(args))
 
 
+def device_bytes(abstract) -> int:
+  """Per-device bytes of abstract arrays (their shards where they carry a sharding)."""
+  import math
+
+  import jax
+  import numpy as np
+  n = 0
+  for a in jax.tree.leaves(abstract):
+    sh = getattr(a, "sharding", None)
+    shape = sh.shard_shape(a.shape) if sh is not None else a.shape
+    n += math.prod(shape) * np.dtype(a.dtype).itemsize
+  return n
+
+
+class PiecesLowered:
+  """Several jitted pieces lowered as one program of the dry run (the rollout engine's, whose
+  host loop calls them one after another): its text is theirs, in order; compiled, its memory is
+  the piece with the highest peak, counting the buffers of the call live beside that piece that
+  are not its arguments (the training parameters beside the decode, the decode parameters beside
+  a compaction). `pieces` ({name: peak bytes}) and `peak_piece` come with memory_analysis()."""
+
+  def __init__(self, parts):
+    self.parts = parts  # [(name, jax.stages.Lowered, resident bytes)]
+
+  def as_text(self) -> str:
+    return "\n".join(f"// piece {n}\n{lo.as_text()}" for n, lo, _ in self.parts)
+
+  def compile(self):
+    compiled = [(n, lo.compile(), r) for n, lo, r in self.parts]
+    return types.SimpleNamespace(memory_analysis=lambda: _peak_piece(compiled))
+
+
+def _peak_piece(compiled):
+  peak = lambda ma: ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes \
+      + ma.temp_size_in_bytes
+  mas = {n: (c.memory_analysis(), r) for n, c, r in compiled}
+  pieces = {n: peak(ma) + r for n, (ma, r) in mas.items()}
+  name = max(pieces, key=pieces.get)
+  ma, r = mas[name]
+  return types.SimpleNamespace(argument_size_in_bytes=ma.argument_size_in_bytes + r,
+                               output_size_in_bytes=ma.output_size_in_bytes,
+                               alias_size_in_bytes=ma.alias_size_in_bytes,
+                               temp_size_in_bytes=ma.temp_size_in_bytes, pieces=pieces, peak_piece=name)
+
+
+def engine_program(name, pieces, mesh, est, shapes) -> Program:
+  """The rollout engine's pieces (infer/engine.py `Engine.pieces`) as one program: lowered each
+  from its abstract arguments under the mesh; the dry run's figure is the highest piece's."""
+  def lower():
+    from granite_jax.sharding.jit import mesh_context
+    with mesh_context(mesh):
+      return PiecesLowered([(n, p.jitted.lower(*p.args), device_bytes(p.resident))
+                            for n, p in pieces.items()])
+  return Program(name, lower, est, shapes, tuple((n, p.args) for n, p in pieces.items()))
+
+
 def train_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
   import jax.numpy as jnp
 
@@ -155,6 +215,7 @@ def score_program(c: ConfigDict, mesh, rm_cfg, T: int, rows: int, rollouts: int)
 def rl_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
   import jax.numpy as jnp
 
+  from granite_jax.infer.engine import Engine
   from granite_jax.infer.sampler import make_sampler, sampler_shardings
   from granite_jax.model import Granite
   from granite_jax.rl import step as rl_step
@@ -186,18 +247,23 @@ def rl_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
   Pn, N, G = rl.prompts_per_step, rl.max_response_len, rl.samples_per_prompt
   # The prefill runs the training kernel (the blockwise stand-in for cuDNN here); 1-token decode
   # steps attend over the KV cache with XLA's dense attention, on GPU as here (model/attention.py).
-  # With rl.rollout_axes (configs/gb200.py) the weights move to the rollout layout inside it.
+  # rl/loop.py's sampler, made as it makes it: with rl.rollout_axes (configs/gb200.py) the fast
+  # engine in the rollout layout (infer/engine.py), whose memory peaks are lowered piece by piece
+  # (`Engine.pieces`); a mesh without rollout axes keeps the single sharded program.
   axes = rollout_axes(c)
   sampler = make_sampler(cfg, max_new_tokens=N, stop_ids=(1,), samples_per_prompt=G, pad_id=0, mesh=mesh,
-                         param_shardings=shardings.params, rollout_axes=axes)
-  jitted = sampler.jitted  # make_sampler's own program (sharding.jit.with_mesh keeps it), for .lower()
-  row, rows_, rep = sampler_shardings(mesh, axes)
-  args = (params, _sds((Pn, rl.max_prompt_len), jnp.int32, row), _sds((Pn,), jnp.int32, rows_),
-          _sds((2,), jnp.uint32, rep), _sds((), jnp.float32, rep), _sds((), jnp.float32, rep),
-          _sds((), jnp.int32, rep))
-  progs.append(_program("rollout", jitted, mesh, args,
-                        mem_lib.sampler_memory(cfg, sizes, Pn * G, rl.max_prompt_len, N, rollout_axes=axes),
-                        f"{Pn} prompts x {G} samples, {rl.max_prompt_len} + {N} tokens"))
+                         param_shardings=shardings.params, engine="fast", rollout_axes=axes)
+  shapes = f"{Pn} prompts x {G} samples, {rl.max_prompt_len} + {N} tokens"
+  est = mem_lib.sampler_memory(cfg, sizes, Pn * G, rl.max_prompt_len, N, rollout_axes=axes, prompts=Pn)
+  if isinstance(sampler, Engine):
+    pieces = sampler.pieces(params, Pn, rl.max_prompt_len, rl.temperature, rl.top_p, rl.top_k)
+    progs.append(engine_program("rollout", pieces, mesh, est, shapes + " (engine)"))
+  else:
+    row, rows_, rep = sampler_shardings(mesh, axes)
+    args = (params, _sds((Pn, rl.max_prompt_len), jnp.int32, row), _sds((Pn,), jnp.int32, rows_),
+            _sds((2,), jnp.uint32, rep), _sds((), jnp.float32, rep), _sds((), jnp.float32, rep),
+            _sds((), jnp.int32, rep))
+    progs.append(_program("rollout", sampler.jitted, mesh, args, est, shapes))
   logp = rl_step.jit_logprobs(cfg, mesh, shardings.params, rl.temperature).jitted
   layout = {k: batch[k] for k in ("tokens", "segment_ids", "positions")}
   progs.append(_program("logprobs", logp, mesh, (params, layout),
@@ -260,7 +326,7 @@ def estimates(c: ConfigDict) -> dict[str, mem_lib.Memory]:
            "rollout": mem_lib.sampler_memory(cfg, sizes,
                                              rl.prompts_per_step * rl.samples_per_prompt,
                                              rl.max_prompt_len, rl.max_response_len,
-                                             rollout_axes=rollout_axes(c)),
+                                             rollout_axes=rollout_axes(c), prompts=rl.prompts_per_step),
            "logprobs": mem_lib.forward_memory(cfg, sizes, B, T)}
     rm = reward_model_of(c)
     if rm is not None:

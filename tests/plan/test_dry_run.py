@@ -39,6 +39,25 @@ def test_rl_compiles_train_rollout_and_logprobs(rl_results):
   assert rl_results[1]["xla"] >= 16 * 47 * 2 * 2 * 2 * 32 * 2 / 8
 
 
+@pytest.mark.slow  # ~20 s: the engine's four pieces
+def test_rl_rollout_in_the_rollout_layout_is_the_engines_highest_piece():
+  """With rollout axes the trainer runs the fast engine: the rollout row is its highest piece, each
+  piece's peak reported beside it (at real size the first compaction: 1.5 x the generated KV; at
+  this size the weights weigh more)."""
+  c = _small("rl_math")
+  c.model.n_kv_heads = 4  # 4 rollout ways keep whole KV heads
+  c.rl.update(dict(prompts_per_step=8, samples_per_prompt=2, max_prompt_len=32, max_response_len=16,
+                   rollout_axes=("fsdp", "tensor")))
+  c.train.global_batch, c.train.seq_len, c.train.grad_accum = 16, 48, 2
+  (r,) = dry_run.run_stage(c, log=lambda _: None, only=("rollout",))
+  assert "error" not in r and r["fits"] and set(r["pieces"]) == {"reshard", "prefill", "decode", "compact"}
+  assert r["xla"] == r["pieces"][r["peak_piece"]] == max(r["pieces"].values())
+  # Every row's generated KV, 16 rows x 15 slots x 2 layers x K,V x 4 heads x 32 x bf16 over data x
+  # 4 ways, in and (halved) out of the compaction: XLA cannot need less.
+  assert r["pieces"]["compact"] >= 1.5 * 16 * 15 * 2 * 2 * 4 * 32 * 2 / 8
+  assert 0.5 < r["planner"] / r["xla"] < 2
+
+
 @pytest.mark.slow
 def test_reward_model_compiles_step_and_scoring():
   c = _small("reward_model")

@@ -137,19 +137,79 @@ def _loop_passes_rollout_axes() -> bool:
 @pytest.mark.slow  # ~30 s: the sampler's decode loop
 @pytest.mark.skipif(not _loop_passes_rollout_axes(), reason="rl/loop.py does not pass rl.rollout_axes yet")
 def test_rl_rollout_layout_program(demo_cache_dir, monkeypatch):
-  """With rl.rollout_axes (configs/gb200.py) the dry run's rollout is the trainer's: the weights move
-  to tensor parallel over fsdp x tensor inside the program, the batch over data."""
+  """With rl.rollout_axes (configs/gb200.py) rl/loop.py runs the fast engine in the rollout layout
+  (infer/engine.py): the dry run's rollout is that engine's pieces (the reshard, the prefill, the
+  largest decode chunk, the first compaction), each lowering as the trainer's engine lowers it."""
   from granite_jax.data.tokenizer import get_tokenizer
+  from granite_jax.infer.engine import Engine
   from granite_jax.rl import loop as rl_loop
   c = small("rl_math", demo_cache_dir)
   c.model.n_kv_heads = 4  # 4 ways keep whole KV heads
   c.rl.rollout_axes = ("fsdp", "tensor")
   job = session.build(c)
-  want = lowered(c, job.mesh)
+  (prog,) = [p for p in programs.programs(c, job.mesh) if p.name == "rollout"]
+  lowered = prog.lower()
+  want = {n: lo.as_text() for n, lo, _ in lowered.parts}
+  assert list(want) == ["reshard", "prefill", "decode", "compact"]
   made = []
   catch(monkeypatch, rl_loop, "make_sampler", made)
   trainer = rl_loop.trainer(job, get_tokenizer(c.data))
   sampler = [m for kw, m in made if kw["samples_per_prompt"] == c.rl.samples_per_prompt]
   assert len(sampler) == 1 and tuple(made[0][0]["rollout_axes"]) == ("fsdp", "tensor")
-  assert_same("rollout", want["rollout"], sampler[0].jitted, job.mesh)
+  eng = sampler[0]
+  assert isinstance(eng, Engine)
+  params = dict(prog.args)["reshard"][0]  # the training parameters, abstract, as the dry run has them
+  rl = c.rl  # what rl/rollout.py passes a call
+  got = eng.pieces(params, rl.prompts_per_step, rl.max_prompt_len, rl.temperature, rl.top_p, rl.top_k)
+  assert list(got) == list(want)
+  for name, piece in got.items():
+    assert text(piece.jitted, job.mesh, piece.args) == want[name], f"rollout {name}: the dry run's differs"
+  # The decode chunk holds every row's generated KV at its largest: rows x (N - 1) slots, by groups.
+  gen = dict(prog.args)["decode"][3]["k"][0]
+  N, H = rl.max_response_len, MODEL["head_dim"]
+  assert gen.shape == (rl.prompts_per_step, 4, rl.samples_per_prompt, H, N - 1)
   trainer.close()
+
+
+@pytest.mark.slow  # ~20 s: runs the engine on the mesh
+def test_engine_pieces_are_what_a_call_runs(monkeypatch):
+  """`Engine.pieces` (what the dry run lowers) against an engine call on a 2 x 4 mesh in the rollout
+  layout: the first prefill, decode chunk and compaction the call runs lower to the same text as the
+  pieces at the call's shapes (a first chunk that reaches the largest generated KV, N - 1 slots;
+  then half of each data shard's rows end: the compaction keeps half)."""
+  import numpy as np
+
+  from granite_jax.ckpt.manager import abstract_like
+  from granite_jax.infer import engine as E
+  from granite_jax.model import preset
+  from granite_jax.model.params import init_params
+  from granite_jax.sharding.mesh import make_mesh
+  from granite_jax.train.state import param_shardings
+  cfg = preset("tiny", vocab_size=64, d_model=32, n_layers=2, n_heads=8, n_kv_heads=4, head_dim=8, d_ff=48)
+  mesh = make_mesh((2, 4, 1), ("data", "fsdp", "tensor"), jax.devices()[:8])
+  shardings = param_shardings(cfg, mesh)
+  params = jax.device_put(init_params(cfg, jax.random.PRNGKey(0)), shardings)
+  eng = E.Engine(cfg, max_new_tokens=12, samples_per_prompt=2, chunk=8, length_bucket=16, mesh=mesh,
+                 rollout_axes=("fsdp", "tensor"), param_shardings=shardings, stop_ids=(10**6,))
+  names = {"_prefill": "prefill", "_chunk": "decode", "_compact": "compact"}
+  calls = {}
+
+  def abstract(x):
+    if isinstance(x, jax.Array) and x.committed:
+      return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+    return x  # uncommitted scalars as they were: where they are is part of the program
+
+  for fn, name in names.items():
+    def spy(*a, _real=getattr(E, fn), _name=name):
+      calls.setdefault(_name, jax.tree.map(abstract, a))  # the first call's arguments
+      return _real(*a)
+    monkeypatch.setattr(E, fn, spy)
+  prompts = np.random.RandomState(0).randint(1, 60, (4, 8)).astype(np.int32)
+  budget = np.array([12, 12, 2, 1, 12, 12, 3, 1], np.int32)  # per data shard: 2 of 4 rows end by t = 8
+  eng(params, prompts, np.full(4, 8, np.int32), jax.random.PRNGKey(1), 1.0, 1.0, 0, budget)
+  monkeypatch.undo()
+  assert set(calls) == set(names.values())
+  pieces = eng.pieces(abstract_like(jax.eval_shape(lambda: params), shardings), 4, 8, 1.0, 1.0, 0)
+  for name, args in calls.items():
+    assert text(pieces[name].jitted, mesh, args) == text(pieces[name].jitted, mesh, pieces[name].args), name
+  assert pieces["decode"].args[3]["k"][0].shape[-1] == 11
