@@ -171,7 +171,8 @@ def rl_table(plans: list[Plan], hw: Hardware) -> str:
   if len(rows) == 2:
     return ""
   return (f"# RL step on paper: decode reads weights + KV cache at {hw.hbm_tbs:g} TB/s HBM per step "
-          f"(the full response length), compute at {hw.efficiency:.0%} of peak, "
+          f"(steps: the full response length; cache: the filled one where the engine runs, in the rollout "
+          f"layout; each prompt prefilled once there), compute at {hw.efficiency:.0%} of peak, "
           f"{hw.collective_s * 1e6:g} us per decode collective (plan/rl_time.py)\n" + "\n".join(rows))
 
 

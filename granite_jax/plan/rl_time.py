@@ -8,20 +8,26 @@ measurements; the assumptions:
   tensor-parallel ways, the batch goes over the other batch axes. Without it (the training layout)
   the decode loop reads the whole model gathered over fsdp on every GPU (XLA hoists the
   all-gathers, plan/memory.py), so the ways are the mesh's `tensor` only.
-- **Prefill** (compute-bound): every sample row prefills its prompt at the full `max_prompt_len`
-  (the mesh program repeats each prompt `samples_per_prompt` times and left-pads to the longest),
-  forward FLOPs (2 x matmul parameters + attention over the prompt, PaLM convention, logits of the
-  last position only) spread over every GPU, at peak x `Hardware.efficiency`. Before it, the
-  weights move once: the reshard to the rollout layout (each GPU receives its compute-dtype shard
-  over NVLink) or, in the training layout, the hoisted all-gather of the whole model.
+- **Prefill** (compute-bound): with rollout axes the fast engine runs (infer/engine.py, what
+  rl/loop.py builds in that layout): each prompt is prefilled once at the full `max_prompt_len`
+  (`prompts_per_step` rows; its KV is shared by its `samples_per_prompt` samples); without (the
+  single mesh program) every sample row prefills its prompt (the program repeats each prompt
+  `samples_per_prompt` times and left-pads to the longest). Forward FLOPs (2 x matmul parameters
+  + attention over the prompt, PaLM convention, logits of the last position only) spread over every
+  GPU, at peak x `Hardware.efficiency`. Before it, the weights move once: the reshard to the rollout
+  layout (each GPU receives its compute-dtype shard over NVLink) or, in the training layout, the
+  hoisted all-gather of the whole model.
 - **Decode** (bandwidth-bound): `decode_steps` 1-token steps, by default `max_response_len` (the
-  full length: the mesh program's loop runs until the last of the batch's rows stops, and among
-  1,024 long-tailed samples one reaches the cap). Each step every GPU reads its weight shard
-  (parameters x compute-dtype bytes / ways) and its share of the KV cache at HBM bandwidth; the
-  program attends over the whole preallocated cache (prompt + response slots) at every step, so
-  the cache share read is the allocated one, not the filled one. A step takes max(bytes / HBM
-  bandwidth, FLOPs / (peak x efficiency)) plus its tensor-parallel all-reduces (two per layer and
-  one for the vocabulary: latency `Hardware.collective_s` each, plus their bytes over NVLink).
+  full length, conservative: the batch runs until its last row stops, and among 1,024
+  long-tailed samples one reaches the cap; the engine's compaction drops finished rows but cannot
+  shorten the longest). Each step every GPU reads its weight shard (parameters x compute-dtype
+  bytes / ways) and its share of the KV cache at HBM bandwidth. The cache share read: with the
+  engine (`filled_cache`, the default with rollout axes) the filled cache, on average the prompt
+  plus half the steps per row (its chunks attend over length-bucketed generated KV); the single
+  program (`filled_cache=False`, the default without) attends over the whole preallocated cache
+  (prompt + response slots) at every step. A step takes max(bytes / HBM bandwidth, FLOPs /
+  (peak x efficiency)) plus its tensor-parallel all-reduces (two per layer and one for the
+  vocabulary: latency `Hardware.collective_s` each, plus their bytes over NVLink).
 - **Scoring**: a reward model's forward over every rollout token (RLHF, `estimate.score_time`);
   0 for verifiable rewards (CPU workers, rl/rewards).
 - **Log-probs**: forward passes over the `global_batch x seq_len` train batch: the reference's
@@ -140,11 +146,12 @@ def reshard_time(cfg, mesh: dict, ways: int, rollout: bool, hw) -> float:
   return moved / (hw.nvlink_gbs * 1e9)
 
 
-def rl_step(c, hw=None, decode_steps: int | None = None, filled_cache: bool = False) -> RLStep:
+def rl_step(c, hw=None, decode_steps: int | None = None, filled_cache: bool | None = None) -> RLStep:
   """The RL step of laid-out config `c` (stages.load(stage, preset)) split into its phases.
   `decode_steps`: default max_response_len. `filled_cache`: a decode that reads only the filled
-  cache (infer/engine.py's kind), on average the prompt plus half the steps, instead of the
-  mesh program's whole preallocated cache."""
+  cache (infer/engine.py's), on average the prompt plus half the steps, instead of the mesh
+  program's whole preallocated cache; default: the engine's when the stage has rollout axes
+  (rl/loop.py runs the engine then, which also prefills each prompt once)."""
   from granite_jax.plan import estimate
   from granite_jax.plan.programs import reward_model_of, rollout_axes
   hw = hw or estimate.Hardware()
@@ -152,6 +159,8 @@ def rl_step(c, hw=None, decode_steps: int | None = None, filled_cache: bool = Fa
   gpus = math.prod(mesh.values())
   ways, ranks = rollout_layout(c)
   rows = rl.prompts_per_step * rl.samples_per_prompt
+  engine = bool(rollout_axes(c))  # rl/loop.py: the fast engine in the rollout layout
+  filled_cache = engine if filled_cache is None else filled_cache
   steps = rl.max_response_len if decode_steps is None else decode_steps
   slots = rl.max_prompt_len + (steps / 2 if filled_cache else rl.max_response_len - 1)
   step_s, w, kv = decode_step(cfg, rows / ranks, ways, slots, hw)
@@ -160,8 +169,9 @@ def rl_step(c, hw=None, decode_steps: int | None = None, filled_cache: bool = Fa
   passes = logprob_passes(rl)
   fwd = forward_pass_time(cfg, c.train.global_batch * c.train.seq_len, c.train.seq_len, mesh, hw)
   p = estimate.plan_config(c, hw, rl_breakdown=False)
-  return RLStep(reshard_s=reshard_time(cfg, mesh, ways, bool(rollout_axes(c)), hw),
-                prefill_s=prefill_time(cfg, rows, rl.max_prompt_len, gpus, hw),
+  return RLStep(reshard_s=reshard_time(cfg, mesh, ways, engine, hw),
+                prefill_s=prefill_time(cfg, rl.prompts_per_step if engine else rows, rl.max_prompt_len,
+                                       gpus, hw),
                 decode_s=steps * step_s, score_s=score_s, logprobs_s=passes * fwd,
                 train_s=max(p.compute_s / hw.efficiency, p.comm_s), decode_steps=steps,
                 decode_step_s=step_s, weight_read=w, cache_read=kv, ways=ways,
