@@ -242,10 +242,10 @@ def engine_memory(cfg: ModelConfig, mesh: Mapping[str, int], prompts: int, sampl
     attention = PREFILL_SCORE_BUFFERS * pr * n_l * prompt_len * prompt_len * 4
   prefill_act = (ROLLOUT_HIDDEN_BUFFERS * pr * prompt_len * cfg.d_model * ab
                  + LAYER_BUFFERS * pr * prompt_len * (2 * cfg.d_model + 3 * cfg.d_ff / tp) * ab)
-  kept = _next_pow2(rows) // 2
+  kept = _next_pow2(rows) // 2  # the most rows a compaction keeps (none with one row per shard)
   zero = dict(opt_state=0.0, grads=0.0, residuals=0.0)
   temps = ENGINE_WEIGHT_TEMPS * dparams
-  return dict(
+  pieces = dict(
       reshard=Memory(params=weights, layer=RESHARD_TEMPS * dparams, attention=0.0, logits=0.0, **zero),
       prefill=Memory(params=weights, layer=prefill_act + temps, attention=attention,
                      logits=pr * cfg.vocab_size * 4, kv_cache=prompt_kv, **zero),
@@ -254,6 +254,9 @@ def engine_memory(cfg: ModelConfig, mesh: Mapping[str, int], prompts: int, sampl
                     kv_cache=prompt_kv + gen_kv, **zero),
       compact=Memory(params=weights, layer=state * 1.5, attention=0.0, logits=0.0,
                      kv_cache=prompt_kv + gen_kv * 1.5 + kept * prompt_len * slot, **zero))
+  if kept < 1:
+    del pieces["compact"]
+  return pieces
 
 
 def _next_pow2(n: int) -> int:
