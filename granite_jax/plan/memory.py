@@ -174,9 +174,12 @@ def train_memory(cfg: ModelConfig, mesh: Mapping[str, int], global_batch: int, s
 
   grads = p_dev * pb * (GRAD_BUFFERS + (1 if grad_accum > 1 else 0))
   per_tok_layer = (2 * d + (2 * n_l + 2 * k_l) * h + 3 * f_l)  # norms' outputs, q/k/v/o, SwiGLU
-  saved = {"nothing_saveable": d, "dots_saveable": d + (2 * n_l + 2 * k_l) * h + 3 * f_l,
-           "dots_with_no_batch_dims_saveable": d + (2 * n_l + 2 * k_l) * h + 3 * f_l}
-  per_tok_saved = saved.get(cfg.remat_policy, d + per_tok_layer)
+  # Sequence parallelism (sharding/rules.py act_res_length): with tensor > 1 the saved residual
+  # stream splits its length over context x tensor, so a layer input is d / tp per local token.
+  d_res = d / tp
+  saved = {"nothing_saveable": d_res, "dots_saveable": d_res + (2 * n_l + 2 * k_l) * h + 3 * f_l,
+           "dots_with_no_batch_dims_saveable": d_res + (2 * n_l + 2 * k_l) * h + 3 * f_l}
+  per_tok_saved = saved.get(cfg.remat_policy, d_res + per_tok_layer)
   residuals = RESIDUAL_BUFFERS * L * b * t * per_tok_saved * ab
   gathered = layer_params / tp * pb  # this layer's weights, all-gathered over fsdp, and their grads
   layer = LAYER_BUFFERS * b * t * per_tok_layer * ab + gathered
