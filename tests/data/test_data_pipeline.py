@@ -207,9 +207,10 @@ class _SlowOrder:
 
   def __init__(self, delay):
     self.delay = delay
+    self.release = threading.Event()  # set: the stall ends (the read-ahead thread must not outlive the test)
 
   def batch(self, b, B, rows):
-    time.sleep(self.delay)
+    self.release.wait(self.delay)
     return {"tokens": np.full((len(rows), 4), b, np.int32)}
 
 
@@ -220,13 +221,17 @@ def test_loader_reads_steps_in_order_and_stops_on_request_during_a_stall():
     ld.get(8)
   ld.close()
   stop = threading.Event()
-  ld = batches_lib.Loader(_SlowOrder(600.0), 4, np.arange(4), start=0, stop_requested=stop.is_set)
+  stalled = _SlowOrder(600.0)
+  ld = batches_lib.Loader(stalled, 4, np.arange(4), start=0, stop_requested=stop.is_set)
   threading.Timer(0.5, stop.set).start()
   t0 = time.perf_counter()
-  with pytest.raises(batches_lib.StopRequested):
-    ld.get(0)
-  assert time.perf_counter() - t0 < 3.0
-  ld.close()
+  try:
+    with pytest.raises(batches_lib.StopRequested):
+      ld.get(0)
+    assert time.perf_counter() - t0 < 3.0
+  finally:
+    stalled.release.set()  # else the interpreter's exit waits for the stalled read (600 s)
+    ld.close()
 
 
 def test_local_rows_and_to_global_cover_the_mesh():
