@@ -42,6 +42,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from granite_jax.infer import decode, draw
+from granite_jax.infer.layout import rollout_param_shardings
 from granite_jax.model import ModelConfig
 from granite_jax.model.decoder import decode_params
 from granite_jax.sharding.jit import mesh_context
@@ -110,7 +111,6 @@ class Engine:
     self.chunk, self.bucket = chunk, length_bucket
     self.lay = self._to_rollout = self._rollout_shardings = None
     if mesh is not None and mesh.size > 1:
-      from granite_jax.infer.sampler import rollout_param_shardings  # the sampler imports this module
       rules = rollout_rules(mesh, tuple(rollout_axes))
       r = dict(rules)
       axes = lambda x: () if x is None else ((x,) if isinstance(x, str) else tuple(x))

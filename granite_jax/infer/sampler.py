@@ -25,7 +25,6 @@ of the same distribution (infer/draw.py).
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 
@@ -33,16 +32,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
 from granite_jax.infer.engine import Engine
+from granite_jax.infer.layout import rollout_param_shardings, sampler_shardings  # noqa: F401 (public here too)
 from granite_jax.infer.logits import argmax, filter_logits  # noqa: F401 (public here too)
 from granite_jax.model import Granite, ModelConfig
 from granite_jax.model.cache import init_cache
 from granite_jax.model.decoder import decode_params
 from granite_jax.sharding.jit import with_mesh
-from granite_jax.sharding.rules import rollout_rules, rules_for, tensor_ways
+from granite_jax.sharding.rules import rollout_rules, rules_for
 
 PROMPT_BUCKET = 8  # prompt lengths round up to a multiple of this: fewer recompiles
 
@@ -184,31 +183,6 @@ def make_sampler(cfg: ModelConfig, *, max_new_tokens: int, stop_ids: Sequence[in
 
 def _compute(cfg: ModelConfig, a):
   return a.astype(cfg.dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
-
-
-def sampler_shardings(mesh: Mesh, rollout_axes: Sequence[str] = ()):
-  """(prompt rows [B, P], per-row [B], replicated) shardings of the sampler's batch arguments and
-  outputs on `mesh`: over the training batch axes, or with `rollout_axes` over the batch axes the
-  rollout layout leaves (sharding/rules.py `rollout_rules`)."""
-  rules = rollout_rules(mesh, tuple(rollout_axes)) if rollout_axes else rules_for(mesh)
-  batch_axes = dict(rules)["act_batch"]
-  return (NamedSharding(mesh, P(batch_axes, None)), NamedSharding(mesh, P(batch_axes)),
-          NamedSharding(mesh, P()))
-
-
-def rollout_param_shardings(cfg: ModelConfig, mesh: Mesh, rollout_axes: Sequence[str]):
-  """The parameters' shardings in the rollout layout (`rollout_axes` as tensor-parallel ways).
-  ValueError when the ways do not divide the KV heads (each device keeps whole KV heads and
-  their query groups)."""
-  ways = tensor_ways(dict(mesh.shape), rollout_axes)
-  for name, n in (("n_kv_heads", cfg.n_kv_heads), ("n_heads", cfg.n_heads), ("d_ff", cfg.d_ff)):
-    if n % ways:
-      raise ValueError(f"rollout_axes={tuple(rollout_axes)}: {ways} tensor-parallel ways do not divide "
-                       f"{name}={n}; use fewer axes (configs/gb200.py ROLLOUT_AXES)")
-  shape_cfg = dataclasses.replace(cfg, attention_impl="xla")  # parameters do not depend on the kernel
-  boxed = jax.eval_shape(lambda: Granite(shape_cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32)))
-  specs = nn.get_partition_spec(boxed)["params"]
-  return nn.logical_to_mesh_sharding(specs, mesh, rollout_rules(mesh, tuple(rollout_axes)))
 
 
 def left_pad(prompt_tokens, lengths=None, pad_id: int = 0, bucket: int = PROMPT_BUCKET):
