@@ -25,7 +25,7 @@ import dataclasses
 import sys
 
 from granite_jax import flops
-from granite_jax.plan import stages
+from granite_jax.plan import rl_time, stages
 from granite_jax.plan.memory import Memory, dtype_bytes
 
 
@@ -89,12 +89,26 @@ def plan_config(c, hw: Hardware = Hardware(), rl_breakdown: bool = True) -> Plan
   score_flops, score_s = score_time(c, hw) if c.get("rl") and "score" in progs else (0.0, 0.0)
   step_s = max(compute_s, comm_s) + score_s
   flops_dev = model_flops + score_flops
-  rl = None
-  if c.get("rl") and rl_breakdown:
-    from granite_jax.plan import rl_time
-    rl = rl_time.rl_step(c, hw)
+  rl = rl_step(c, hw) if c.get("rl") and rl_breakdown else None
   return Plan(c.preset, c.name, mesh, racks, progs["train"], progs, flops_dev, step_s,
               flops_dev / (step_s * hw.peak_flops), comm_s, compute_s, score_s, rl)
+
+
+def rl_step(c, hw: Hardware = Hardware(), **kw) -> rl_time.RLStep:
+  """The RL step of laid-out config `c` in phases (plan/rl_time.py), its train step and reward-model
+  scoring timed by this planner at `hw.efficiency` of peak. `kw`: decode_steps, filled_cache."""
+  from granite_jax.plan.programs import reward_model_of
+  p = plan_config(c, hw, rl_breakdown=False)
+  slow = dataclasses.replace(hw, peak_flops=hw.peak_flops * hw.efficiency)
+  score_s = score_time(c, slow)[1] if reward_model_of(c) is not None else 0.0
+  return rl_time.rl_step(c, hw, train_s=max(p.compute_s / hw.efficiency, p.comm_s), score_s=score_s, **kw)
+
+
+def rl_step_of(stage: str, preset: str, racks: int | None = None, hw: Hardware = Hardware()) -> dict:
+  """`rl_step(stages.load(stage, preset, racks), hw).as_dict()`: seconds per phase (prefill_s,
+  decode_s, rollout_s = reshard + prefill + decode, score_s, logprobs_s, train_s, total_s) and the
+  decode model's inputs, for docs/stages.md (plan/table.py)."""
+  return rl_step(stages.load(stage, preset, racks), hw).as_dict()
 
 
 def score_time(c, hw: Hardware = Hardware()) -> tuple[float, float]:

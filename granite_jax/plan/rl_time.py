@@ -1,7 +1,8 @@
 """The RL step on paper: rollout (prefill + decode), scoring, log-probs and train, per GPU.
 
-`rl_step(c, hw)` splits one on-policy RL step of a laid-out RL config (stages.load) into its
-phases, run one after another on the same GPUs. Estimates from peak and bandwidth figures, not
+`rl_step(c, hw, train_s=..., score_s=...)` (estimate.rl_step fills those in) splits one on-policy
+RL step of a laid-out RL config (stages.load) into its phases, run one after another on the same
+GPUs. Estimates from peak and bandwidth figures, not
 measurements; the assumptions:
 
 - **Rollout layout.** `rl.rollout_axes` (configs/gb200.py ROLLOUT_AXES): those mesh axes' GPUs are
@@ -146,15 +147,16 @@ def reshard_time(cfg, mesh: dict, ways: int, rollout: bool, hw) -> float:
   return moved / (hw.nvlink_gbs * 1e9)
 
 
-def rl_step(c, hw=None, decode_steps: int | None = None, filled_cache: bool | None = None) -> RLStep:
+def rl_step(c, hw, *, train_s: float, score_s: float = 0.0, decode_steps: int | None = None,
+            filled_cache: bool | None = None) -> RLStep:
   """The RL step of laid-out config `c` (stages.load(stage, preset)) split into its phases.
   `decode_steps`: default max_response_len. `filled_cache`: a decode that reads only the filled
   cache (infer/engine.py's), on average the prompt plus half the steps, instead of the mesh
   program's whole preallocated cache; default: the engine's when the stage has rollout axes
-  (rl/loop.py runs the engine then, which also prefills each prompt once)."""
-  from granite_jax.plan import estimate
-  from granite_jax.plan.programs import reward_model_of, rollout_axes
-  hw = hw or estimate.Hardware()
+  (rl/loop.py runs the engine then, which also prefills each prompt once). `hw`: estimate.Hardware;
+  `train_s`, `score_s`: the train step's and the reward model's scoring time (estimate.rl_step
+  computes them with the planner's step model and calls this)."""
+  from granite_jax.plan.programs import rollout_axes
   rl, cfg, mesh = c.rl, stages.model(c), stages.mesh_sizes(c)
   gpus = math.prod(mesh.values())
   ways, ranks = rollout_layout(c)
@@ -164,22 +166,12 @@ def rl_step(c, hw=None, decode_steps: int | None = None, filled_cache: bool | No
   steps = rl.max_response_len if decode_steps is None else decode_steps
   slots = rl.max_prompt_len + (steps / 2 if filled_cache else rl.max_response_len - 1)
   step_s, w, kv = decode_step(cfg, rows / ranks, ways, slots, hw)
-  slow = dataclasses.replace(hw, peak_flops=hw.peak_flops * hw.efficiency)
-  score_s = estimate.score_time(c, slow)[1] if reward_model_of(c) is not None else 0.0
   passes = logprob_passes(rl)
   fwd = forward_pass_time(cfg, c.train.global_batch * c.train.seq_len, c.train.seq_len, mesh, hw)
-  p = estimate.plan_config(c, hw, rl_breakdown=False)
   return RLStep(reshard_s=reshard_time(cfg, mesh, ways, engine, hw),
                 prefill_s=prefill_time(cfg, rl.prompts_per_step if engine else rows, rl.max_prompt_len,
                                        gpus, hw),
                 decode_s=steps * step_s, score_s=score_s, logprobs_s=passes * fwd,
-                train_s=max(p.compute_s / hw.efficiency, p.comm_s), decode_steps=steps,
+                train_s=train_s, decode_steps=steps,
                 decode_step_s=step_s, weight_read=w, cache_read=kv, ways=ways,
                 rows_per_rank=rows / ranks, logprob_passes=passes)
-
-
-def rl_step_of(stage: str, preset: str, racks: int | None = None, hw=None) -> dict:
-  """`rl_step(stages.load(stage, preset, racks), hw).as_dict()`: seconds per phase (prefill_s,
-  decode_s, rollout_s = reshard + prefill + decode, score_s, logprobs_s, train_s, total_s) and the
-  decode model's inputs, for docs/stages.md (plan/table.py)."""
-  return rl_step(stages.load(stage, preset, racks), hw).as_dict()

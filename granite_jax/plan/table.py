@@ -169,8 +169,8 @@ def render(results: list[dict], command: str = "python -m granite_jax.plan.table
 
 
 def rl_step_lines(results: list[dict]) -> list[str]:
-  """The RL stages' step on paper (plan/rl_time.py), one row per RL stage x size in `results`."""
-  from granite_jax.plan import rl_time
+  """The RL stages' step on paper (plan/rl_time.py via estimate.rl_step_of), one row per RL stage x size in `results`."""
+  from granite_jax.plan.estimate import rl_step_of
   rl_stages = stages._configs().RL_STAGES
   seen = dict.fromkeys((r["stage"], r["preset"]) for r in results if r["stage"] in rl_stages and "xla" in r)
   if not seen:
@@ -182,7 +182,7 @@ def rl_step_lines(results: list[dict]) -> list[str]:
          "| stage | size | rollout (reshard + prefill + decode) | decode steps x s/step | scoring | "
          "log-probs | train | step | rollout share |", "|---|---|---|---|---|---|---|---|---|"]
   for stage, preset in seen:
-    s = rl_time.rl_step_of(stage, preset)
+    s = rl_step_of(stage, preset)
     out.append(f"| {stage} | {preset} | {s['rollout_s']:.1f} ({s['reshard_s']:.2f} + {s['prefill_s']:.2f} + "
                f"{s['decode_s']:.1f}) | {s['decode_steps']} x {s['decode_step_s'] * 1e3:.2f} ms | "
                f"{s['score_s']:.1f} | {s['logprobs_s']:.1f} | {s['train_s']:.1f} | {s['total_s']:.1f} | "

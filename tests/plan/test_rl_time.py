@@ -1,11 +1,11 @@
-"""The RL step on paper (plan/rl_time.py): rl_math at 8B on its GB200 layout against a hand
+"""The RL step on paper (plan/rl_time.py, through estimate.rl_step): rl_math at 8B on its GB200 layout against a hand
 computation from the 8B preset's shapes and the GB200 figures, and the phases' bookkeeping. Its
 layout has rollout axes, so rl/loop.py runs the fast engine (infer/engine.py): each prompt is
 prefilled once, and a decode step reads the filled cache (the prompt plus half the response on
 average), over the full response length of steps."""
 import pytest
 
-from granite_jax.plan import estimate, rl_time, stages
+from granite_jax.plan import estimate, stages
 
 # 8B preset (model/config.py): vocab, d_model, layers, heads, KV heads, head_dim, d_ff; tied embedding.
 V, D, L, N, K, H, F = 100_352, 4096, 40, 32, 8, 128, 12_800
@@ -18,7 +18,7 @@ PROMPTS, ROWS, P_LEN, R_LEN, T = 64, 64 * 16, 2048, 6144, 8192
 
 @pytest.fixture(scope="module")
 def step():
-  return rl_time.rl_step(stages.load("rl_math", "8b"))
+  return estimate.rl_step(stages.load("rl_math", "8b"))
 
 
 def test_decode_is_weights_plus_cache_at_hbm_bandwidth(step):
@@ -53,7 +53,7 @@ def test_prefill_logprobs_and_train_are_compute_bound(step):
 
 
 def test_phases_add_up_and_reach_the_table(step):
-  d = rl_time.rl_step_of("rl_math", "8b")
+  d = estimate.rl_step_of("rl_math", "8b")
   assert d["rollout_s"] == pytest.approx(step.reshard_s + step.prefill_s + step.decode_s)
   assert d["total_s"] == pytest.approx(d["rollout_s"] + d["score_s"] + d["logprobs_s"] + d["train_s"])
   assert d["rollout_s"] > 0.5 * d["total_s"]          # generation is most of the step (issue 25)
@@ -61,7 +61,7 @@ def test_phases_add_up_and_reach_the_table(step):
 
 
 def test_rlhf_scores_with_its_reward_model():
-  rlhf = rl_time.rl_step(stages.load("rlhf", "8b"))
+  rlhf = estimate.rl_step(stages.load("rlhf", "8b"))
   assert rlhf.score_s > 0
   hw = estimate.Hardware()
   slow = estimate.Hardware(peak_flops=hw.peak_flops * hw.efficiency)
@@ -71,17 +71,17 @@ def test_rlhf_scores_with_its_reward_model():
 def test_the_training_layout_decodes_from_the_whole_gathered_model():
   c = stages.load("rl_math", "8b")
   c.rl.rollout_axes = ()
-  s = rl_time.rl_step(c)
+  s = estimate.rl_step(c)
   assert s.ways == 1 and s.rows_per_rank == ROWS / GPUS
   assert s.weight_read == pytest.approx(PARAMS * 2)   # every GPU reads all of it at every step
   # The single mesh program runs there: every sample row prefills, the whole cache is read.
-  engine = rl_time.rl_step(stages.load("rl_math", "8b"))
+  engine = estimate.rl_step(stages.load("rl_math", "8b"))
   assert s.prefill_s == pytest.approx(ROWS / PROMPTS * engine.prefill_s)
   assert s.cache_read == pytest.approx(2 * L * ROWS / GPUS * (P_LEN + R_LEN - 1) * K * H * 2)
 
 
 def test_filled_cache_can_be_overridden():
   c = stages.load("rl_math", "8b")
-  full = rl_time.rl_step(c, filled_cache=False)
+  full = estimate.rl_step(c, filled_cache=False)
   assert full.cache_read == pytest.approx(2 * L * ROWS / RANKS * (P_LEN + R_LEN - 1) * (K / WAYS) * H * 2)
-  assert full.decode_s > rl_time.rl_step(c).decode_s
+  assert full.decode_s > estimate.rl_step(c).decode_s

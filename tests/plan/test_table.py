@@ -57,7 +57,7 @@ def test_collect_verify_keeps_current_rows_and_drops_stale_ones(monkeypatch, tmp
 
 
 def test_rl_step_section_has_a_row_per_compiled_rl_stage():
-  from granite_jax.plan import rl_time
+  from granite_jax.plan import estimate
   rows = [dict(stage="rl_math", preset="8b", program="train", xla=1.0),
           dict(stage="rl_math", preset="8b", program="logprobs", xla=1.0),
           dict(stage="sft", preset="8b", program="train", xla=1.0),
@@ -65,6 +65,6 @@ def test_rl_step_section_has_a_row_per_compiled_rl_stage():
   lines = table.rl_step_lines(rows)
   body = [ln for ln in lines if ln.startswith("| rl")]
   assert [ln.split(" | ")[0:2] for ln in body] == [["| rl_math", "8b"]]
-  s = rl_time.rl_step_of("rl_math", "8b")
+  s = estimate.rl_step_of("rl_math", "8b")
   assert f"| {s['total_s']:.1f} |" in body[0]
   assert table.rl_step_lines([rows[2]]) == []
