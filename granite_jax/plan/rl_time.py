@@ -2,8 +2,7 @@
 
 `rl_step(c, hw, train_s=..., score_s=...)` (estimate.rl_step fills those in) splits one on-policy
 RL step of a laid-out RL config (stages.load) into its phases, run one after another on the same
-GPUs. Estimates from peak and bandwidth figures, not
-measurements; the assumptions:
+GPUs. Estimates from peak and bandwidth figures, not measurements; the assumptions:
 
 - **Rollout layout.** `rl.rollout_axes` (configs/gb200.py ROLLOUT_AXES): those mesh axes' GPUs are
   tensor-parallel ways, the batch goes over the other batch axes. Without it (the training layout)
