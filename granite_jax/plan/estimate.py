@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 
 from granite_jax import flops
@@ -155,9 +156,7 @@ def table(plans: list[Plan], hw: Hardware) -> str:
     m = p.memory
     act = m.residuals + m.layer + m.attention + m.logits + m.kv_cache
     mesh = ",".join(f"{k}={v}" for k, v in p.mesh.items())
-    gpus = 1
-    for v in p.mesh.values():
-      gpus *= v
+    gpus = math.prod(p.mesh.values())
     others = ", ".join(f"{k} {gib(v.total)}" for k, v in p.programs.items() if k != "train") or "-"
     ok = "yes" if all(fits(v.total, hw) for v in p.programs.values()) else "NO"
     rows.append(f"| {p.preset} | {p.stage} | {gpus} ({mesh}) | {gib(m.params + m.opt_state)} | "

@@ -237,12 +237,7 @@ def engine_memory(cfg: ModelConfig, mesh: Mapping[str, int], prompts: int, sampl
   weights = p_dev * pb + ENGINE_WEIGHT_COPIES * dparams
   prompt_kv, gen_kv = pr * prompt_len * slot, rows * (new_tokens - 1) * slot
   state = ENGINE_STATE_BUFFERS * rows * new_tokens * 4  # tokens, log-probs: the state's and the output's
-  n_l = cfg.n_heads / tp
-  if cfg.attention_impl in FLASH_IMPLS:
-    blk = min(getattr(cfg, "attention_block", 512), prompt_len)
-    attention = FLASH_TILE_BUFFERS * pr * n_l * blk * blk * 4 + 2 * pr * n_l * prompt_len * 4
-  else:
-    attention = PREFILL_SCORE_BUFFERS * pr * n_l * prompt_len * prompt_len * 4
+  attention = prefill_attention(cfg, pr, cfg.n_heads / tp, prompt_len)
   prefill_act = (ROLLOUT_HIDDEN_BUFFERS * pr * prompt_len * cfg.d_model * ab
                  + LAYER_BUFFERS * pr * prompt_len * (2 * cfg.d_model + 3 * cfg.d_ff / tp) * ab)
   kept = _next_pow2(rows) // 2  # the most rows a compaction keeps (none with one row per shard)
@@ -260,6 +255,15 @@ def engine_memory(cfg: ModelConfig, mesh: Mapping[str, int], prompts: int, sampl
   if kept < 1:
     del pieces["compact"]
   return pieces
+
+
+def prefill_attention(cfg: ModelConfig, rows: float, heads: float, prompt_len: int) -> float:
+  """Bytes of a prefill's attention over the prompt with the training kernel: flash kernels hold
+  score tiles, dense ones f32 scores [rows, heads, prompt, prompt]."""
+  if cfg.attention_impl in FLASH_IMPLS:
+    blk = min(getattr(cfg, "attention_block", 512), prompt_len)
+    return FLASH_TILE_BUFFERS * rows * heads * blk * blk * 4 + 2 * rows * heads * prompt_len * 4
+  return PREFILL_SCORE_BUFFERS * rows * heads * prompt_len * prompt_len * 4
 
 
 def _next_pow2(n: int) -> int:
@@ -302,12 +306,7 @@ def sampler_memory(cfg: ModelConfig, mesh: Mapping[str, int], rows: int, prompt_
   # The prefill attends over the prompt only, with the training kernel (model/attention.py):
   # flash kernels hold score tiles, dense ones f32 scores [b, heads, prompt, prompt], masked,
   # exponentiated and normalized. A 1-token decode step's scores [b, heads, 1, cache] are small.
-  n_l = cfg.n_heads / tp
-  if cfg.attention_impl in FLASH_IMPLS:
-    blk = min(getattr(cfg, "attention_block", 512), prompt_len)
-    attention = FLASH_TILE_BUFFERS * b * n_l * blk * blk * 4 + 2 * b * n_l * prompt_len * 4
-  else:
-    attention = PREFILL_SCORE_BUFFERS * b * n_l * prompt_len * prompt_len * 4
+  attention = prefill_attention(cfg, b, cfg.n_heads / tp, prompt_len)
   return Memory(params=weights, opt_state=0.0, grads=0.0, residuals=0.0, layer=layer + prefill,
                 attention=attention, logits=logits, kv_cache=kv)
 
