@@ -38,6 +38,8 @@ def rl_config(arg, *, name: str, lr: float, kl_coef: float, steps: int, tiny_ste
       pack_buckets=8,                   # row-count buckets up to one micro-batch (few compiled shapes)
       off_policy_steps=0,               # 1: step k+1's rollout generated while step k trains (rl/off_policy.py)
       tis_cap=2.0,                      # off-policy: truncated importance weight min(p_old / p_sampler, cap)
+      rollout_rows=0,                   # rows the rollout engine decodes at once (0: every sample of the call);
+                                        # fewer: the rest wait and refill finished rows (infer/engine.py)
       overlong_buffer=8 if tiny else 1024, overlong_penalty=1.0, overlong_filter=False,
       dynamic_sampling=False, max_extra_batches=2,
       correct_threshold=1.0,            # a sample counts as accurate when its reward >= this

@@ -11,9 +11,11 @@ a step reads the filled part of the cache, not a preallocated prompt + max_new_t
 whole attention runs in that layout: queries move into it and out of it once per layer.
 Keys [.., H, S] (and the prompt's [B, K, H, P], values [B, K, P, H]) make both attention dots
 plain [m, k] x [k, n] matmuls, the form XLA:CPU's YNNPACK dots run fastest: with keys
-[.., S, H] the 64-row, 128-slot score dots took twice as long. All rows decode in step: the
-token fed at step t (the t-th generated token, 0-based) is written to slot t and attends to
-slots <= t and to its prompt's real (non-padding) tokens, with one softmax over both parts.
+[.., S, H] the 64-row, 128-slot score dots took twice as long. The token a row feeds as its t-th
+generated token (0-based) is written to slot t and attends to slots <= t and to its prompt's real
+(non-padding) tokens, with one softmax over both parts. `t` is one scalar when all rows decode in
+step (one dynamic-update-slice per cache), or one slot per row [B] in the per-row layout (G = 1:
+rows admitted at different steps, granite_jax.infer.engine's continuous batching; a scatter).
 
 The step reuses the model's own blocks (RMSNorm, MLP, RoPE, projections via `dense`) with the
 parameters of `granite_jax.model.decoder.decode_params` (split per layer, compute dtype).
@@ -91,6 +93,25 @@ def take_rows(gen, rows_R, take=None):
   return jax.tree.map(one, gen)
 
 
+def _per_row(t, ndim: int):
+  """A scalar slot, or one per row [B] shaped to broadcast against [B, ...] (`ndim` dims)."""
+  t = jnp.asarray(t)
+  return t if t.ndim == 0 else t.reshape((-1,) + (1,) * (ndim - 1))
+
+
+def write_slot(gk_BKGHS, gv_BKGSH, k_BKGH, v_BKGH, t):
+  """Each row's key and value into its slot `t` (a scalar: all rows; [B]: each row its own, G = 1).
+  A slot past the cache writes the last one (only rows that finished get there)."""
+  if jnp.ndim(t) == 0:
+    return (jax.lax.dynamic_update_slice(gk_BKGHS, k_BKGH[..., None], (0, 0, 0, 0, t)),
+            jax.lax.dynamic_update_slice(gv_BKGSH, v_BKGH[..., None, :], (0, 0, 0, t, 0)))
+  # vmapped over rows: a scatter whose row dimension is a batching dimension, which the SPMD
+  # partitioner keeps where the rows are (an indexed scatter gathers its indices and updates).
+  put_k = jax.vmap(lambda a, x, i: jax.lax.dynamic_update_slice(a, x, (0, 0, 0, i)))
+  put_v = jax.vmap(lambda a, x, i: jax.lax.dynamic_update_slice(a, x, (0, 0, i, 0)))
+  return put_k(gk_BKGHS, k_BKGH[..., None], t), put_v(gv_BKGSH, v_BKGH[..., None, :], t)
+
+
 def attend(q_RNH, pk_BKHP, pv_BKPH, valid_BP, gk_BKGHS, gv_BKGSH, t, scale):
   """Attention of each row's one query over its prompt's KV and its own slots <= t -> [R, N, H].
 
@@ -108,7 +129,7 @@ def attend(q_RNH, pk_BKHP, pv_BKPH, valid_BP, gk_BKGHS, gv_BKGSH, t, scale):
   sp_BKMP = jnp.where(valid_BP[:, None, None], sp_BKMP, _NEG)
   sg_BKGQS = jnp.einsum("bkgqh,bkghs->bkgqs", q_BKGQH, gk_BKGHS.astype(dt),
                         preferred_element_type=f32) * scale
-  sg_BKMS = jnp.where(jnp.arange(S) <= t, sg_BKGQS, _NEG).reshape(B, K, M, S)
+  sg_BKMS = jnp.where(jnp.arange(S) <= _per_row(t, 5), sg_BKGQS, _NEG).reshape(B, K, M, S)
   m_BKM = jnp.maximum(jnp.max(sp_BKMP, -1), jnp.max(sg_BKMS, -1))
   ep_BKMP = jnp.exp(sp_BKMP - m_BKM[..., None])
   eg_BKMS = jnp.exp(sg_BKMS - m_BKM[..., None])
@@ -123,7 +144,8 @@ def attend(q_RNH, pk_BKHP, pv_BKPH, valid_BP, gk_BKGHS, gv_BKGSH, t, scale):
 
 
 def decode_step(cfg: ModelConfig, params, tok_R, pos_R, prompt, gen, t):
-  """Feed token `tok_R` (RoPE position `pos_R`) into generated slot `t` -> (logits [R, V], gen)."""
+  """Feed token `tok_R` (RoPE position `pos_R`) into generated slot `t` (a scalar, or one per row
+  with G = 1) -> (logits [R, V], gen)."""
   c = cfg
   H = c.head_dim
   norm = lambda p, x: RMSNorm(c.rms_eps, c.dtype, c.param_dtype).apply({"params": p}, x)
@@ -143,8 +165,7 @@ def decode_step(cfg: ModelConfig, params, tok_R, pos_R, prompt, gen, t):
     B, K, G = gk.shape[:3]
     k_BKGH = jnp.swapaxes(k_R1KH.reshape(B, G, K, H), 1, 2).astype(gk.dtype)
     v_BKGH = jnp.swapaxes(v_R1KH.reshape(B, G, K, H), 1, 2).astype(gv.dtype)
-    gk = _kv(jax.lax.dynamic_update_slice(gk, k_BKGH[..., None], (0, 0, 0, 0, t)))
-    gv = _kv(jax.lax.dynamic_update_slice(gv, v_BKGH[..., None, :], (0, 0, 0, t, 0)))
+    gk, gv = (_kv(a) for a in write_slot(gk, gv, k_BKGH, v_BKGH, t))
     o_RNH = attend(q_R1NH[:, 0], pk, pv, prompt["valid_BP"], gk, gv, t, c.attn_scale)
     x_R1D = _x(x_R1D + c.residual_multiplier * dense(o_RNH[:, None], a["o"].astype(c.dtype), n_in=2))
     x_R1D = _x(x_R1D + c.residual_multiplier * MLP(c).apply({"params": layer["mlp"]},

@@ -49,7 +49,8 @@ def pick_mode(temperature, top_p, top_k) -> str:
 
 
 def pick_rows(logits_RV, keys_R, t, temperature, top_p, top_k, mode: str):
-  """(token_R, logprob_R) for token index `t` of each row; float32 logits, per-row base keys.
+  """(token_R, logprob_R) for token index `t` (a scalar, or [R]) of each row; float32 logits,
+  per-row base keys.
 
   `mode` (static, see `pick_mode`) compiles one branch, not all three under a `lax.cond`.
   """
@@ -64,7 +65,8 @@ def pick_rows(logits_RV, keys_R, t, temperature, top_p, top_k, mode: str):
   if mode == "filter":
     kept_RV = filter_logits(scaled_RV, top_k, top_p)
     w_RV = jnp.exp(kept_RV - jnp.max(kept_RV, -1, keepdims=True))
-  u_R = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, t)))(keys_R)
+  t_R = jnp.broadcast_to(t, keys_R.shape[:1])  # one index for all rows, or each row its own
+  u_R = jax.vmap(lambda k, t: jax.random.uniform(jax.random.fold_in(k, t)))(keys_R, t_R)
   tok_R = inverse_cdf(w_RV, u_R)
   return tok_R, _logprob(shifted_RV, jnp.sum(e_RV, -1), tok_R)
 

@@ -12,8 +12,16 @@ prompt-major) for the same requests, with three kinds of work left out:
     buckets), the batch is compacted to them: a row that stopped (a stop id, or its own
     `max_new_Q` budget) stops costing steps. After the first compaction each row carries its
     own copy of its prompt's KV (G = 1), gathered once.
-The loop ends when every row is done. Draws use one key per request and token (infer/draw.py),
-so a request's tokens do not depend on the batch it was decoded in; greedy tokens equal the
+With `max_rows` below the call's requests (B*G), the rest wait (continuous batching): the
+call starts on the first prompts' samples (whole prompts, `max_rows` rounded down per data
+shard), and between chunks the rows that finished are refilled with waiting requests, one
+request per row: the batch goes to the per-row layout (G = 1), each admitted row prefills
+its prompt (a prompt whose samples are admitted across two refills is prefilled twice) and
+counts its own tokens (`t0`: the step it started at), so rows of different ages decode side
+by side (their KV written by a scatter, one slot per row). Compaction waits until nothing waits.
+The loop ends when every row is done and nothing waits. Draws use one key per request and token (infer/draw.py),
+so a request's tokens do not depend on the batch it was decoded in (nor on when it was
+admitted: a call with `max_rows` returns what one without it returns); greedy tokens equal the
 single-program sampler's.
 
 On a mesh (`mesh=` with several devices) the engine runs in the RL rollout layout
@@ -25,10 +33,12 @@ by KV heads. Each data shard compacts its own rows (D x a power-of-two bucket, t
 shard's live rows): no KV crosses data shards, and every piece keeps rows and heads where they
 are (explicit sharding constraints here and in infer/decode.py; a decode step's collectives are
 the tensor-parallel all-reduces and the logits' gather over the rollout axes). A prompt batch
-that D does not divide is padded with budget-0 copies of its last prompt.
+that D does not divide is padded with budget-0 copies of its last prompt. A request waits
+for a row of its own data shard (its prompt's), so refills move nothing between shards either.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import math
@@ -92,6 +102,7 @@ class Spec(NamedTuple):
   pad_id: int
   mode: str  # draw.pick_mode: only the branch in use is compiled
   lay: Layout | None = None
+  aligned: bool = True  # every row at the same token index (no refill yet): one slot per step
 
 
 def _next_pow2(n: int) -> int:
@@ -101,12 +112,14 @@ def _next_pow2(n: int) -> int:
 class Engine:
   def __init__(self, cfg: ModelConfig, *, max_new_tokens: int, stop_ids=(), samples_per_prompt: int = 1,
                pad_id: int = 0, chunk: int = 32, length_bucket: int = 32, mesh: Mesh | None = None,
-               rollout_axes=(), param_shardings=None):
-    if max_new_tokens < 1 or samples_per_prompt < 1 or chunk < 1 or length_bucket < 1:
+               rollout_axes=(), param_shardings=None, max_rows: int | None = None):
+    if max_new_tokens < 1 or samples_per_prompt < 1 or chunk < 1 or length_bucket < 1 or (
+        max_rows is not None and max_rows < 1):
       raise ValueError(f"Engine: max_new_tokens={max_new_tokens}, samples_per_prompt="
-                       f"{samples_per_prompt}, chunk={chunk}, length_bucket={length_bucket} "
-                       "must be positive")
+                       f"{samples_per_prompt}, chunk={chunk}, length_bucket={length_bucket}, "
+                       f"max_rows={max_rows} must be positive")
     self.cfg, self.N, self.G, self.pad_id = cfg, max_new_tokens, samples_per_prompt, pad_id
+    self.max_rows = max_rows
     self.stop_S = np.asarray(tuple(stop_ids) or (-1,), np.int32)
     self.chunk, self.bucket = chunk, length_bucket
     self.lay = self._to_rollout = self._rollout_shardings = None
@@ -125,6 +138,12 @@ class Engine:
                                  in_shardings=(param_shardings,) if param_shardings is not None else None)
       self._rollout_shardings = out
 
+  def _first(self, Bd: int, D: int) -> int:
+    """Prompts per data shard in a call's first batch (all of them unless `max_rows` caps it)."""
+    if self.max_rows is None:
+      return Bd
+    return max(1, min(Bd, self.max_rows // (D * self.G)))
+
   def pieces(self, params, n_prompts: int, prompt_len: int, temperature, top_p, top_k,
              slots: int | None = None) -> dict[str, "Piece"]:
     """The jitted pieces a call runs at its memory peaks, with abstract arguments at these shapes
@@ -133,17 +152,21 @@ class Engine:
     `jitted.lower(*args)` under the mesh (static arguments included in `args`), `resident` the
     abstract buffers of the call that are live beside the piece but are not its arguments.
       reshard  the weights to the decode parameters (cast, split per layer; rollout layout);
-      prefill  the n_prompts prompts, once each;
-      decode   a chunk over every row (n_prompts x G, the group layout before any compaction) with
-               `slots` generated-KV slots (default the largest the engine allocates: N - 1);
+      prefill  the first batch's prompts (all n_prompts unless `max_rows` caps it), once each;
+      decode   a chunk over every row of the first batch (its prompts x G, the group layout before
+               any compaction) with `slots` generated-KV slots (default the largest the engine
+               allocates: N - 1);
       compact  the first compaction at `slots` (rows halve, the prompt KV becomes per row); absent
-               when a data shard holds one row.
+               when a data shard holds one row;
+      refill   (`max_rows` below n_prompts x G) a chunk over as many rows in the per-row layout
+               (each row its own prompt KV), rows of different ages.
     A prompt batch that the data shards do not divide is padded as a call pads it."""
     lay, N, G = self.lay, self.N, self.G
     sp = Spec(self.cfg, self.pad_id, draw.pick_mode(temperature, top_p, top_k), lay)
     D = 1 if lay is None else lay.D
     Pn = n_prompts + (-n_prompts % D)
-    Q = Pn * G
+    B0 = D * self._first(Pn // D, D)
+    Q, Q0 = Pn * G, B0 * G
     slots = N - 1 if slots is None else slots
     sds = lambda a, sh=None: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh)
 
@@ -163,29 +186,34 @@ class Engine:
       else:
         reshard = Piece(self._to_rollout, (params,), ())
         dparams = jax.tree.map(sds, jax.eval_shape(self._to_rollout, params), self._rollout_shardings)
-      prompts, lengths = one((Pn, prompt_len), i32), one((Pn,), i32)
+      prompts, lengths = one((B0, prompt_len), i32), one((B0,), i32)
       logits, prompt = jax.eval_shape(functools.partial(_prefill, self.cfg, lay), dparams, prompts, lengths)
       logits = at(logits)
-      prompt = dict(k=at(prompt["k"], True), v=at(prompt["v"], True), valid_BP=at(prompt["valid_BP"]),
-                    lengths_B=at(prompt["lengths_B"]))
+      prompt = _at_prompt(at, prompt)
       # Scalars and stop ids as a call passes them (uncommitted: where they are is in the program).
       knobs = (jnp.float32(temperature), jnp.float32(top_p), jnp.int32(top_k))
       stop_S = jnp.asarray(self.stop_S)
       rng = jax.ShapeDtypeStruct((2,), np.uint32)
-      state = at(jax.eval_shape(functools.partial(_start, sp, N), logits, prompt["lengths_B"], rng,
-                                one((Q,), i32), stop_S, *knobs))
-      gen = at(jax.eval_shape(lambda: decode.init_gen_kv(self.cfg, Pn, G, slots)), True)
+      state = at(jax.eval_shape(functools.partial(_start, sp, N), logits, prompt["lengths_B"], None, rng,
+                                one((Q0,), i32), one((Q0,), i32), stop_S, *knobs))
+      gen = at(jax.eval_shape(lambda: decode.init_gen_kv(self.cfg, B0, G, slots)), True)
       out = dict(tokens=one((Q, N), i32), logprobs=one((Q, N), f32), lengths=one((Q,), i32))
       train = tuple(jax.tree.leaves(params))
       got = dict(reshard=reshard,
                  prefill=Piece(_prefill, (self.cfg, lay, dparams, prompts, lengths), train),
                  decode=Piece(_chunk, (sp, dparams, prompt, gen, state, jnp.int32(N), stop_S, *knobs),
                               train + tuple(jax.tree.leaves(out))))
-      rows = _next_pow2(Q // D) // 2  # the most rows a compaction keeps per data shard
+      rows = _next_pow2(Q0 // D) // 2  # the most rows a compaction keeps per data shard
       if rows >= 1:
         keep = one((rows,), i32) if lay is None else one((D, rows), i32)
         got["compact"] = Piece(_compact, (lay, state, gen, prompt, keep, G),
                                train + tuple(jax.tree.leaves((dparams, out))))
+      if Q0 < Q:
+        keep = one((Q0,), i32) if lay is None else one((D, Q0 // D), i32)
+        s1, gen1, prompt1 = jax.eval_shape(lambda *a: _compact(lay, *a, G), state, gen, prompt, keep)
+        got["refill"] = Piece(_chunk, (sp._replace(aligned=False), dparams, _at_prompt(at, prompt1),
+                                       at(gen1, True), at(s1), jnp.int32(N), stop_S, *knobs),
+                              train + tuple(jax.tree.leaves(out)))
     return got
 
   def __call__(self, params, prompts_BP, lengths_B, rng, temperature, top_p, top_k, max_new_Q=None):
@@ -195,54 +223,73 @@ class Engine:
     budget_Q = np.full(Q, N, np.int32) if max_new_Q is None else np.clip(max_new_Q, 0, N).astype(np.int32)
     if budget_Q.shape != (Q,):
       raise ValueError(f"max_new_Q: expected shape ({Q},), got {budget_Q.shape}")
+    prompts_BP, lengths_B = np.asarray(prompts_BP, np.int32), np.asarray(lengths_B, np.int32)
     if lay is None:
       return self._run(sp, params, prompts_BP, lengths_B, rng, temperature, top_p, top_k, budget_Q)
-    prompts_BP, lengths_B = np.asarray(prompts_BP, np.int32), np.asarray(lengths_B, np.int32)
     extra = -len(lengths_B) % lay.D  # budget-0 copies of the last prompt: D divides the batch
     if extra:
       prompts_BP = np.concatenate([prompts_BP, np.repeat(prompts_BP[-1:], extra, 0)])
       lengths_B = np.concatenate([lengths_B, np.repeat(lengths_B[-1:], extra)])
       budget_Q = np.concatenate([budget_Q, np.zeros(extra * G, np.int32)])
     with mesh_context(lay.mesh):
-      put = lambda a: jax.device_put(a, lay.spec(a))
-      out = self._run(sp, params, put(prompts_BP), put(lengths_B), rng, temperature, top_p, top_k,
-                      put(budget_Q))
+      out = self._run(sp, params, prompts_BP, lengths_B, rng, temperature, top_p, top_k, budget_Q)
     return {k: v[:Q] for k, v in out.items()} if extra else out
 
   def _run(self, sp: Spec, params, prompts_BP, lengths_B, rng, temperature, top_p, top_k, budget_Q):
-    lay, N, Q = sp.lay, self.N, len(budget_Q)
+    lay, N, G, Q = sp.lay, self.N, self.G, len(budget_Q)
     D = 1 if lay is None else lay.D
-    if lay is None:
-      dparams = _decode_params(sp.cfg, params)
-    else:
-      dparams = self._to_rollout(params)
-    logits_BV, prompt = _prefill(sp.cfg, lay, dparams, jnp.asarray(prompts_BP, jnp.int32),
-                                 jnp.asarray(lengths_B, jnp.int32))
+    put = (lambda a: jnp.asarray(a)) if lay is None else (lambda a: jax.device_put(a, lay.spec(a)))
+    dparams = _decode_params(sp.cfg, params) if lay is None else self._to_rollout(params)
     knobs = (jnp.float32(temperature), jnp.float32(top_p), jnp.int32(top_k))
     stop_S = jnp.asarray(self.stop_S)
-    state = _start(sp, N, logits_BV, prompt["lengths_B"], rng, jnp.asarray(budget_Q), stop_S, *knobs)
+    # The first batch: each data shard's first prompts (all of them unless max_rows caps it).
+    Bd = len(lengths_B) // D
+    first_B = (np.arange(D)[:, None] * Bd + np.arange(self._first(Bd, D))).ravel()
+    req_R = (first_B[:, None] * G + np.arange(G)).ravel().astype(np.int32)
+    queue = _Queue(budget_Q, D, req_R) if len(req_R) < Q else None
+    logits_BV, prompt = _prefill(sp.cfg, lay, dparams, put(prompts_BP[first_B]), put(lengths_B[first_B]))
+    state = _start(sp, N, logits_BV, prompt["lengths_B"], None, rng, put(req_R), put(budget_Q[req_R]),
+                   stop_S, *knobs)
     zeros = dict(tokens=np.full((Q, N), sp.pad_id, np.int32), logprobs=np.zeros((Q, N), np.float32),
                  lengths=np.zeros((Q,), np.int32))
-    out = ({k: jnp.asarray(v) for k, v in zeros.items()} if lay is None
-           else {k: jax.device_put(v, lay.spec(v)) for k, v in zeros.items()})
+    out = {k: put(v) for k, v in zeros.items()}
     gen = None
     while True:
-      # On a mesh, the flags replicated first: every process reads them whole (multi-host).
-      t, done_R = jax.device_get((state["t"], state["done"]) if lay is None else _flags(lay, state))
-      if t >= N or done_R.all():
+      t, done_R, t0_R = self._flags(lay, state)
+      if queue is not None and queue.admits(done_R.reshape(D, -1)):
+        out = _save(lay, out, state)  # the finished rows' outputs, before their rows are reused
+        if sp.aligned:  # to the per-row layout: every row keeps its place and gets its prompt's KV
+          keep_DR = np.tile(np.arange(len(done_R) // D, dtype=np.int32), (D, 1))
+          state, gen, prompt = _compact(lay, state, gen, prompt, put(keep_DR[0] if lay is None else keep_DR),
+                                        len(done_R) // len(prompt["lengths_B"]))
+          sp = sp._replace(aligned=False)
+        a = queue.admit(done_R.reshape(D, -1), G)
+        new_logits, new_prompt = _prefill(sp.cfg, lay, dparams, put(prompts_BP[a["prompts"]]),
+                                          put(lengths_B[a["prompts"]]))
+        pick = (lambda x: put(x[0])) if lay is None else put
+        state, prompt = _admit(sp, state, prompt, new_logits, new_prompt, pick(a["at"]), pick(a["slot"]),
+                               put(a["req"]), put(np.where(a["req"] >= 0, budget_Q[a["req"]], 0)), rng,
+                               stop_S, *knobs)
+        t, done_R, t0_R = self._flags(lay, state)
+      waiting = queue is not None and queue.waiting()
+      if done_R.all() and not waiting or sp.aligned and t >= N:
         break
+      if done_R.all():  # every admitted row ended at its first token: admit again
+        continue
       done_DR = done_R.reshape(D, -1)  # each data shard's rows
       live_D = (~done_DR).sum(1)
       rows = _next_pow2(int(live_D.max()))
-      if rows < done_DR.shape[1]:  # save every row, keep the live ones (padded with done rows)
+      if rows < done_DR.shape[1] and not waiting:  # save every row, keep the live ones (+ done rows)
         out = _save(lay, out, state)
         keep_DR = np.stack([np.concatenate([np.flatnonzero(~d), np.flatnonzero(d)[:rows - n]])
                             for d, n in zip(done_DR, live_D)]).astype(np.int32)
-        keep = keep_DR[0] if lay is None else jax.device_put(keep_DR, lay.spec(keep_DR))
-        state, gen, prompt = _compact(lay, state, gen, prompt, jnp.asarray(keep),
+        state, gen, prompt = _compact(lay, state, gen, prompt, put(keep_DR[0] if lay is None else keep_DR),
                                       len(done_R) // len(prompt["lengths_B"]))
-      t_end = min(t + self.chunk, N)
-      slots = min(-(-(t_end - 1) // self.bucket) * self.bucket, N - 1)  # token t_end - 2 is fed last
+      # A row's token index is t - t0 (t0 = 0 until a refill): the chunk ends where the live row
+      # that started first reaches N, and its KV needs slots up to token t_end - 2.
+      start = 0 if sp.aligned else int(t0_R[~done_R].min())
+      t_end = min(t + self.chunk, N + start)
+      slots = min(-(-(t_end - start - 1) // self.bucket) * self.bucket, N - 1)
       if gen is None:
         groups = len(prompt["lengths_B"])
         if lay is None:
@@ -254,13 +301,63 @@ class Engine:
       state, gen = _chunk(sp, dparams, prompt, gen, state, jnp.int32(t_end), stop_S, *knobs)
     return _save(lay, out, state)
 
+  @staticmethod
+  def _flags(lay: Layout | None, state):
+    """(t, done [R], t0 [R]) on the host; on a mesh replicated first: every process reads them
+    whole (multi-host)."""
+    return jax.device_get((state["t"], state["done"], state["t0"]) if lay is None else _flags(lay, state))
+
+
+class _Queue:
+  """The requests (budget > 0) that wait for a row, per data shard (a request waits for a row of
+  its prompt's shard), in request order."""
+
+  def __init__(self, budget_Q, D: int, started_R):
+    Qd = len(budget_Q) // D
+    waits = np.ones(len(budget_Q), bool)
+    waits[started_R] = False
+    self.wait = [collections.deque(q for q in range(d * Qd, (d + 1) * Qd) if waits[q] and budget_Q[q] > 0)
+                 for d in range(D)]
+
+  def waiting(self) -> bool:
+    return any(self.wait)
+
+  def admits(self, done_DR) -> bool:
+    return any(w and d.any() for w, d in zip(self.wait, done_DR))
+
+  def admit(self, done_DR, G: int) -> dict:
+    """The next requests into each shard's finished rows: prompts [D, p] (global indices: the
+    prompts to prefill, p a power of two, padded with repeats), at [D, r] (each new row's prompt
+    among its shard's p), slot [D, r] (its row within the shard; padding: past the end), req [D*r]
+    (request ids; padding -1); r a power of two."""
+    D, Rd = done_DR.shape
+    reqs = []
+    for w, d in zip(self.wait, done_DR):
+      free = np.flatnonzero(d)
+      reqs.append([w.popleft() for _ in range(min(len(free), len(w)))])
+    r = _next_pow2(max(len(q) for q in reqs))
+    own = [sorted({q // G for q in qs}) for qs in reqs]
+    p = _next_pow2(max(len(b) for b in own))
+    prompts, at = np.zeros((D, p), np.int32), np.zeros((D, r), np.int32)
+    slot, req = np.full((D, r), Rd, np.int32), np.full((D, r), -1, np.int32)
+    for i, (qs, b, d) in enumerate(zip(reqs, own, done_DR)):
+      # A shard with nothing to admit prefills some prompt (prompt 0) and admits no row.
+      b = b or [0]
+      prompts[i] = (b * p)[:p]
+      at[i, :len(qs)] = [b.index(q // G) for q in qs]
+      slot[i, :len(qs)] = np.flatnonzero(d)[:len(qs)]
+      req[i, :len(qs)] = qs
+    return dict(prompts=prompts.ravel(), at=at, slot=slot, req=req.ravel())
+
 
 _decode_params = jax.jit(decode_params, static_argnums=0)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _flags(lay: Layout, state):
-  return state["t"], jax.lax.with_sharding_constraint(state["done"], NamedSharding(lay.mesh, P()))
+  rep = NamedSharding(lay.mesh, P())
+  return (state["t"], jax.lax.with_sharding_constraint(state["done"], rep),
+          jax.lax.with_sharding_constraint(state["t0"], rep))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -270,51 +367,74 @@ def _prefill(cfg: ModelConfig, lay: Layout | None, params, prompts_BP, lengths_B
   return _pin(lay, logits_BV), _pin_prompt(lay, prompt)
 
 
+def _at_prompt(at, prompt):
+  return dict(k=at(prompt["k"], True), v=at(prompt["v"], True), valid_BP=at(prompt["valid_BP"]),
+              lengths_B=at(prompt["lengths_B"]))
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
 def _new_gen(cfg: ModelConfig, lay: Layout, groups: int, G: int, slots: int):
   return _pin(lay, decode.init_gen_kv(cfg, groups, G, slots), True)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _start(sp: Spec, N: int, logits_BV, plen_B, rng, budget_Q, stop_S, temperature, top_p, top_k):
-  """Token 0 of every request, from its prompt's prefill logits (request q = b*G + g)."""
-  Q = budget_Q.shape[0]
-  G = Q // logits_BV.shape[0]
-  req_R = _pin(sp.lay, jnp.arange(Q, dtype=jnp.int32))
+def _start(sp: Spec, N: int, logits_BV, plen_B, at, rng, req_R, budget_R, stop_S, temperature, top_p,
+           top_k):
+  """Token 0 of requests `req_R` from their prompts' prefill logits: row r is a sample of prompt
+  r // G (`at` None; rows prompt-major, G = rows // prompts) or of prompt `at` (`_take`)."""
+  R = req_R.shape[0]
+  if at is None:
+    G = R // logits_BV.shape[0]
+    # Repeats, not a gather by r // G: rows stay on the data shard of their prompt.
+    logits_RV, plen_R = jnp.repeat(logits_BV, G, axis=0), jnp.repeat(plen_B, G)
+  else:
+    logits_RV, plen_R = _take(logits_BV, at), _take(plen_B, at)
+  req_R = _pin(sp.lay, req_R)
   keys_R = draw.row_keys(rng, req_R)
-  # Repeats, not a gather by q // G: rows stay on the data shard of their prompt.
-  logits_RV = _pin(sp.lay, jnp.repeat(logits_BV, G, axis=0))
-  tok_R, lp_R = draw.pick_rows(logits_RV, keys_R, 0, temperature, top_p, top_k, sp.mode)
-  s = dict(t=jnp.int32(0), req=req_R, keys=keys_R, budget=budget_Q, pos0=jnp.repeat(plen_B, G),
-           done=jnp.zeros((Q,), bool), tokens=jnp.full((Q, N), sp.pad_id, jnp.int32),
-           logprobs=jnp.zeros((Q, N), jnp.float32), lengths=jnp.zeros((Q,), jnp.int32))
+  tok_R, lp_R = draw.pick_rows(_pin(sp.lay, logits_RV), keys_R, 0, temperature, top_p, top_k, sp.mode)
+  s = dict(t=jnp.int32(0), t0=jnp.zeros((R,), jnp.int32), req=req_R, keys=keys_R, budget=budget_R,
+           pos0=plen_R, done=jnp.zeros((R,), bool), tokens=jnp.full((R, N), sp.pad_id, jnp.int32),
+           logprobs=jnp.zeros((R, N), jnp.float32), lengths=jnp.zeros((R,), jnp.int32))
   return _pin(sp.lay, _record(sp, _pin(sp.lay, s), tok_R, lp_R, stop_S))
 
 
+def _index(sp: Spec, s):
+  """Each row's token index: t (every row in step), or t - t0 (rows admitted at steps t0 + 1)."""
+  return s["t"] if sp.aligned else s["t"] - s["t0"]
+
+
+def _col(a_RN, tau, x_R):
+  """x_R into column `tau` of a_RN (a scalar, or one per row: a select, nothing moves between
+  devices; a column past the end writes nothing)."""
+  if jnp.ndim(tau) == 0:
+    return jax.lax.dynamic_update_slice(a_RN, x_R[:, None], (0, tau))
+  return jnp.where(jnp.arange(a_RN.shape[1]) == tau[:, None], x_R[:, None], a_RN)
+
+
 def _record(sp: Spec, s, tok_R, lp_R, stop_S):
-  """Token s["t"] of the live rows -> the row buffers; then t + 1."""
-  t = s["t"]
-  live_R = ~s["done"] & (t < s["budget"])
+  """Token `_index` of the live rows -> the row buffers; then t + 1."""
+  tau = _index(sp, s)
+  live_R = ~s["done"] & (tau < s["budget"])
   tok_R = jnp.where(live_R, tok_R, sp.pad_id)
   lp_R = jnp.where(live_R, lp_R, 0.0)
-  done_R = ~live_R | jnp.isin(tok_R, stop_S) | (t + 1 >= s["budget"])
-  return dict(s, t=t + 1, tok=tok_R, done=s["done"] | done_R,
-              tokens=jax.lax.dynamic_update_slice(s["tokens"], tok_R[:, None], (0, t)),
-              logprobs=jax.lax.dynamic_update_slice(s["logprobs"], lp_R[:, None], (0, t)),
+  done_R = ~live_R | jnp.isin(tok_R, stop_S) | (tau + 1 >= s["budget"])
+  return dict(s, t=s["t"] + 1, tok=tok_R, done=s["done"] | done_R,
+              tokens=_col(s["tokens"], tau, tok_R), logprobs=_col(s["logprobs"], tau, lp_R),
               lengths=s["lengths"] + live_R.astype(jnp.int32))
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=(3, 4))
 def _chunk(sp: Spec, params, prompt, gen, state, t_end, stop_S, temperature, top_p, top_k):
-  """Decode steps until token t_end - 1 is picked or every row is done."""
+  """Decode steps until step t_end - 1 is picked or every row is done."""
   lay = sp.lay
 
   def body(c):
     s, gen = c
-    t = s["t"]  # feed token t - 1 into slot t - 1, pick token t
+    tau = _index(sp, s)  # feed each row's token tau - 1 into its slot tau - 1, pick token tau
     with _rules(lay):
-      logits_RV, gen = decode.decode_step(sp.cfg, params, s["tok"], s["pos0"] + t - 1, prompt, gen, t - 1)
-    tok_R, lp_R = draw.pick_rows(logits_RV, s["keys"], t, temperature, top_p, top_k, sp.mode)
+      logits_RV, gen = decode.decode_step(sp.cfg, params, s["tok"], s["pos0"] + tau - 1, prompt, gen,
+                                          tau - 1)
+    tok_R, lp_R = draw.pick_rows(logits_RV, s["keys"], tau, temperature, top_p, top_k, sp.mode)
     return _pin(lay, _record(sp, s, tok_R, lp_R, stop_S)), _pin(lay, gen, True)
 
   cond = lambda c: (c[0]["t"] < t_end) & ~jnp.all(c[0]["done"])
@@ -336,6 +456,16 @@ def _take(a, keep):
   return jax.vmap(lambda x, i: jnp.take(x, i, axis=0))(a_DR, keep).reshape(D * r, *a.shape[1:])
 
 
+def _put(a, at, x):
+  """`a` [R, ...] with rows `at` set to `x` [r, ...] (at [r], or [D, r] within each data shard as
+  `_take`); rows past the end are dropped."""
+  if at.ndim == 1:
+    return a.at[at].set(x, mode="drop")
+  D, r = at.shape
+  put = jax.vmap(lambda a, i, x: a.at[i].set(x, mode="drop"))
+  return put(a.reshape(D, -1, *a.shape[1:]), at, x.reshape(D, r, *x.shape[1:])).reshape(a.shape)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 5))
 def _compact(lay: Layout | None, state, gen, prompt, keep, G):
   """Rows `keep` of the batch; the prompt KV becomes per row (G = 1) from here on."""
@@ -349,18 +479,33 @@ def _compact(lay: Layout | None, state, gen, prompt, keep, G):
   return _pin(lay, s), gen, _pin_prompt(lay, prompt)
 
 
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
+def _admit(sp: Spec, state, prompt, logits_BV, new_prompt, at, slot, req_R, budget_R, rng, stop_S,
+           temperature, top_p, top_k):
+  """Rows `slot` of a per-row batch (G = 1) <- requests `req_R` of the prefilled prompts `at`:
+  token 0 drawn from their prompt's logits (the row's step t0 + 1 = now), each its prompt's KV.
+  Their generated KV is left as it was: a row reads only the slots it has written."""
+  new = _start(sp._replace(aligned=True), state["tokens"].shape[1], logits_BV, new_prompt["lengths_B"],
+               at, rng, req_R, budget_R, stop_S, temperature, top_p, top_k)
+  new = dict(new, t0=jnp.full_like(new["t0"], state["t"] - 1))
+  s = {k: (v if k == "t" else _put(v, slot, new[k])) for k, v in state.items()}
+  rows = lambda a, b: _put(a, slot, _take(b, at))
+  prompt = dict(k=tuple(map(rows, prompt["k"], new_prompt["k"])),
+                v=tuple(map(rows, prompt["v"], new_prompt["v"])),
+                valid_BP=rows(prompt["valid_BP"], new_prompt["valid_BP"]),
+                lengths_B=rows(prompt["lengths_B"], new_prompt["lengths_B"]))
+  return _pin(sp.lay, s), _pin_prompt(sp.lay, prompt)
+
+
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
 def _save(lay: Layout | None, out, state):
   """Every row with a request -> its request's output row (within its data shard on a mesh)."""
   Q = out["lengths"].shape[0]
   if lay is None:
     at_R = jnp.where(state["req"] >= 0, state["req"], Q)  # out of range: dropped
-    return {k: out[k].at[at_R].set(state[k], mode="drop") for k in out}
+    return {k: _put(out[k], at_R, state[k]) for k in out}
   D = lay.D
   Qd = Q // D
   req_DR = state["req"].reshape(D, -1)
   at_DR = jnp.where(req_DR >= 0, req_DR - Qd * jnp.arange(D)[:, None], Qd)
-  put = jax.vmap(lambda o, i, x: o.at[i].set(x, mode="drop"))
-  return _pin(lay, {k: put(out[k].reshape(D, Qd, *out[k].shape[1:]), at_DR,
-                           state[k].reshape(D, -1, *state[k].shape[1:])).reshape(out[k].shape)
-                    for k in out})
+  return _pin(lay, {k: _put(out[k], at_DR, state[k]) for k in out})

@@ -130,7 +130,7 @@ def sample(params, prompts_BP, lengths_B, rng, temperature, top_p, top_k, *,
 def make_sampler(cfg: ModelConfig, *, max_new_tokens: int, stop_ids: Sequence[int] = (),
                  samples_per_prompt: int = 1, pad_id: int = 0, mesh: Mesh | None = None,
                  param_shardings=None, split_layers: bool = True, engine: str = "program",
-                 rollout_axes: Sequence[str] = ()) -> Callable:
+                 rollout_axes: Sequence[str] = (), max_rows: int | None = None) -> Callable:
   """Jitted `(params, prompts_BP, lengths_B, rng, temperature, top_p, top_k) -> dict`.
 
   With a mesh, parameters come in `param_shardings` (the training ones). Without `rollout_axes`
@@ -147,6 +147,8 @@ def make_sampler(cfg: ModelConfig, *, max_new_tokens: int, stop_ids: Sequence[in
   `engine="fast"`: granite_jax.infer.engine (no mesh, a one-device one, or a mesh with
   `rollout_axes`: the engine in the rollout layout), which also takes per-row budgets as an 8th
   argument `max_new_Q` [B*G]; on a mesh of several devices without `rollout_axes`, this program.
+  `max_rows` (the fast engine): rows decoded at once; a call's other requests wait and refill
+  finished rows (continuous batching, infer/engine.py). None: all of a call's rows at once.
   """
   if max_new_tokens < 1:
     raise ValueError(f"max_new_tokens={max_new_tokens} must be positive")
@@ -157,7 +159,9 @@ def make_sampler(cfg: ModelConfig, *, max_new_tokens: int, stop_ids: Sequence[in
   if engine == "fast" and (mesh is None or mesh.size == 1 or rollout_axes):
     return Engine(cfg, max_new_tokens=max_new_tokens, stop_ids=tuple(int(s) for s in stop_ids),
                   samples_per_prompt=samples_per_prompt, pad_id=pad_id, mesh=mesh,
-                  rollout_axes=tuple(rollout_axes), param_shardings=param_shardings)
+                  rollout_axes=tuple(rollout_axes), param_shardings=param_shardings, max_rows=max_rows)
+  if max_rows is not None:
+    raise ValueError(f"max_rows={max_rows} needs the fast engine (engine='fast'; on a mesh with rollout_axes)")
   fn = functools.partial(sample, cfg=cfg, max_new_tokens=max_new_tokens,
                          stop_ids=tuple(int(s) for s in stop_ids),
                          samples_per_prompt=samples_per_prompt, pad_id=pad_id,

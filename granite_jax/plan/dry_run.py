@@ -182,7 +182,7 @@ def dry_run(c: ConfigDict, hbm_gb: float = HBM_GB) -> int:
 
 
 _RL_SHAPE_FIELDS = ("prompts_per_step", "samples_per_prompt", "max_prompt_len", "max_response_len",
-                    "temperature", "eps_low", "eps_high", "agg", "rollout_axes")
+                    "temperature", "eps_low", "eps_high", "agg", "rollout_axes", "rollout_rows")
 
 
 def program_key(c: ConfigDict) -> str:

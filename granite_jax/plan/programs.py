@@ -252,7 +252,8 @@ def rl_programs(c: ConfigDict, mesh, cfg) -> list[Program]:
   # (`Engine.pieces`); a mesh without rollout axes keeps the single sharded program.
   axes = rollout_axes(c)
   sampler = make_sampler(cfg, max_new_tokens=N, stop_ids=(1,), samples_per_prompt=G, pad_id=0, mesh=mesh,
-                         param_shardings=shardings.params, engine="fast", rollout_axes=axes)
+                         param_shardings=shardings.params, engine="fast", rollout_axes=axes,
+                         max_rows=rl.get("rollout_rows", 0) or None)
   shapes = f"{Pn} prompts x {G} samples, {rl.max_prompt_len} + {N} tokens"
   est = mem_lib.sampler_memory(cfg, sizes, Pn * G, rl.max_prompt_len, N, rollout_axes=axes, prompts=Pn)
   if isinstance(sampler, Engine):

@@ -109,7 +109,8 @@ def trainer(job, tok) -> session.Trainer:
   axes = tuple(getattr(rl, "rollout_axes", ()) or ())
   mk = lambda g: make_sampler(job.model_cfg, max_new_tokens=rl.max_response_len, stop_ids=(eot,),
                               samples_per_prompt=g, pad_id=0, mesh=job.mesh,
-                              param_shardings=job.shardings.params, engine="fast", rollout_axes=axes)
+                              param_shardings=job.shardings.params, engine="fast", rollout_axes=axes,
+                              max_rows=getattr(rl, "rollout_rows", 0) or None)
   sample_fn, greedy_fn = mk(rl.samples_per_prompt), mk(1)
   logp_fn = rl_step.jit_logprobs(job.model_cfg, job.mesh, job.shardings.params, rl.temperature)
   off = getattr(rl, "off_policy_steps", 0)

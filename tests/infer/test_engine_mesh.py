@@ -3,8 +3,10 @@ against the single-device engine on 8 fake CPU devices (tests/conftest.py).
 
 Greedy and sampled tokens equal, log-probs within 1e-5, with per-row budgets and a stop id that
 end rows at different steps (compaction per data shard), a prompt batch the data axis does not
-divide (padded), the weights split over the rollout axes, and a decode chunk whose only
-collectives are the tensor-parallel all-reduces and the logits' gather (no weight or KV gathers).
+divide (padded), the weights split over the rollout axes, and decode chunks whose only
+collectives are the tensor-parallel all-reduces and the logits' gather (no weight or KV gathers):
+the first batch's (rows in step, the group layout) and, with `max_rows`, the refilled batch's
+(rows of different ages in the per-row layout), whose outputs equal the engine's without it.
 """
 import re
 
@@ -60,13 +62,15 @@ def on_mesh(request, params):
   shape, axes = request.param
   mesh = make_mesh(shape, devices=jax.devices()[:8])
   train = param_shardings(CFG, mesh)
-  eng = Engine(CFG, **KW, stop_ids=(STOP,), mesh=mesh, rollout_axes=axes, param_shardings=train)
-  return eng, jax.device_put(params, train)  # the trainer's FSDP layout
+  mk = lambda **kw: Engine(CFG, **KW, stop_ids=(STOP,), mesh=mesh, rollout_axes=axes, param_shardings=train,
+                           **kw)
+  # max_rows=4: one prompt (G rows) per data shard at a time, the rest wait for finished rows.
+  return mk(), jax.device_put(params, train), mk(max_rows=4)  # the trainer's FSDP layout
 
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_mesh_engine_equals_the_single_device_engine(on_mesh, single, mode):
-  eng, sharded = on_mesh
+  eng, sharded, _ = on_mesh
   want = single[mode]
   if mode == "greedy":  # the case is a real one: stops, budgets and full rows all occur
     n = want["lengths"]
@@ -91,8 +95,28 @@ def test_mesh_engine_equals_the_single_device_engine(on_mesh, single, mode):
   np.testing.assert_allclose(got["logprobs"], want["logprobs"], atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["greedy", "sample"])
+def test_refilled_rows_on_a_mesh_equal_the_single_device_engine(on_mesh, single, mode):
+  _, sharded, queued = on_mesh
+  admits = []
+  admit = E._admit
+
+  def spy(sp, state, prompt, logits, new_prompt, at, slot, *rest):
+    admits.append(slot.shape)
+    return admit(sp, state, prompt, logits, new_prompt, at, slot, *rest)
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(E, "_admit", spy)
+    got = jax.tree.map(np.asarray, jax.device_get(_run(queued, sharded, mode)))
+  assert len(admits) >= 2 and all(s[0] == queued.lay.D for s in admits), admits  # per data shard
+  want = single[mode]
+  np.testing.assert_array_equal(got["tokens"], want["tokens"])
+  np.testing.assert_array_equal(got["lengths"], want["lengths"])
+  np.testing.assert_allclose(got["logprobs"], want["logprobs"], atol=1e-5)
+
+
 def test_weights_stay_split_and_the_decode_loop_gathers_no_weights(on_mesh):
-  eng, sharded = on_mesh
+  eng, sharded, queued = on_mesh
   lay = eng.lay
   ways = int(np.prod([lay.mesh.shape[a] for a in lay.tp]))
   with mesh_context(lay.mesh):
@@ -114,18 +138,23 @@ def test_weights_stay_split_and_the_decode_loop_gathers_no_weights(on_mesh):
     logits, prompt = E._prefill(CFG, lay, dparams, put(padded), put(lens))
     knobs = (jnp.float32(1.0), jnp.float32(1.0), jnp.int32(0))
     stop = jnp.asarray(np.array([-1], np.int32))
-    state = E._start(sp, N_NEW, logits, prompt["lengths_B"], jax.random.PRNGKey(0),
-                     put(np.full(B * G, N_NEW, np.int32)), stop, *knobs)
+    state = E._start(sp, N_NEW, logits, prompt["lengths_B"], None, jax.random.PRNGKey(0),
+                     put(np.arange(B * G, dtype=np.int32)), put(np.full(B * G, N_NEW, np.int32)), stop, *knobs)
     gen = E._new_gen(CFG, lay, B, G, 8)
     hlo = E._chunk.lower(sp, dparams, prompt, gen, state, jnp.int32(8), stop, *knobs).compile().as_text()
+    # The refilled batch's chunk (per-row layout, a scatter per step), as the dry run lowers it.
+    refill = queued.pieces(sharded, len(PROMPTS), padded.shape[1], 1.0, 1.0, 0, slots=8)["refill"]
+    rows = refill.args[4]["done"].shape[0]
+    hlo_refill = refill.jitted.lower(*refill.args).compile().as_text()
   for kv in (gen["k"][0], gen["v"][0], prompt["k"][0], prompt["v"][0]):  # [prompts, KV heads, ...]
     assert kv.addressable_shards[0].data.shape[:2] == (B // lay.D, CFG.n_kv_heads // ways), kv.sharding
-  collectives = re.findall(r"= (\S+) (all-gather|all-to-all|collective-permute|reduce-scatter|all-reduce)\(", hlo)
-  kinds = {k for _, k in collectives}
-  assert kinds <= {"all-reduce", "all-gather"}, collectives
-  gathers = [s for s, k in collectives if k == "all-gather"]
-  # The only gather: a step's logits [rows of one data shard, vocabulary] over the tensor axes.
-  assert gathers and all(re.fullmatch(rf"f32\[{B * G // lay.D},{CFG.vocab_size}\]\S*", s) for s in gathers), gathers
+  for text, R in ((hlo, B * G), (hlo_refill, rows)):
+    collectives = re.findall(r"= (\S+) (all-gather|all-to-all|collective-permute|reduce-scatter|all-reduce)\(", text)
+    kinds = {k for _, k in collectives}
+    assert kinds <= {"all-reduce", "all-gather"}, collectives
+    gathers = [s for s, k in collectives if k == "all-gather"]
+    # The only gather: a step's logits [rows of one data shard, vocabulary] over the tensor axes.
+    assert gathers and all(re.fullmatch(rf"f32\[{R // lay.D},{CFG.vocab_size}\]\S*", s) for s in gathers), gathers
 
 
 def test_make_sampler_runs_the_engine_on_a_mesh_with_rollout_axes(params):
