@@ -54,6 +54,12 @@ def validate_rl(c: ConfigDict, dp: int) -> None:
     raise ValueError(f"rl.overlong_buffer={rl.overlong_buffer} must be in [0, rl.max_response_len)")
   if getattr(rl, "pack", False) and not (isinstance(rl.pack_buckets, int) and rl.pack_buckets >= 1):
     raise ValueError(f"rl.pack_buckets={rl.pack_buckets!r} must be an integer >= 1")
+  rows = getattr(rl, "rollout_rows", 0)
+  if not isinstance(rows, int) or rows < 0:
+    raise ValueError(f"rl.rollout_rows={rows!r} must be an integer >= 0 (0: every sample at once)")
+  if rows and dp > 1 and not tuple(getattr(rl, "rollout_axes", ()) or ()):
+    raise ValueError(f"rl.rollout_rows={rows} needs rl.rollout_axes on a mesh of {dp} data shards (the "
+                     "fast engine runs on a mesh only in the rollout layout; configs/gb200.py ROLLOUT_AXES)")
   if getattr(rl, "off_policy_steps", 0) not in (0, 1):
     raise ValueError(f"rl.off_policy_steps={rl.off_policy_steps} must be 0 (on-policy) or 1")
   if getattr(rl, "off_policy_steps", 0) and not rl.tis_cap >= 1.0:

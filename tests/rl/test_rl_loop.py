@@ -7,6 +7,7 @@ import pytest
 
 from configs import rl_math
 from granite_jax import plot
+from granite_jax.infer import engine
 from granite_jax.rl.loop import run_rl, validate_rl
 from granite_jax.train.metrics import read_metrics
 
@@ -52,3 +53,28 @@ def test_tiny_rl_stage_logs_and_resumes(tmp_path, demo_cache_dir):
   # The run's own metrics.jsonl gets every RL figure (a renamed metric would drop one silently).
   drawn = {os.path.basename(p) for p in plot.plot(wd)}
   assert drawn == {f"{n}.png" for n in ("loss", "lr", "reward", "accuracy", "kl", "response_length")}
+
+
+@pytest.mark.slow
+def test_rollout_rows_refill_gives_the_same_rollouts(tmp_path, demo_cache_dir):
+  """rl.rollout_rows below the step's samples: the engine (on the 8 data shards, rollout axis fsdp
+  of size 1) decodes one prompt's 2 rows per shard at a time and refills finished rows with the
+  shard's waiting requests; a request's draws are its own, so step 1 is the same as all at once."""
+  c = small_config(demo_cache_dir, 1)
+  with pytest.raises(ValueError, match="rl.rollout_axes"):
+    c.rl.rollout_rows = 16
+    validate_rl(c, 8)
+  got, admits = {}, {}
+  for rows in (0, 16):
+    c = small_config(demo_cache_dir, 1)
+    c.rl.prompts_per_step, c.train.global_batch = 16, 32  # 2 prompts a data shard
+    c.rl.rollout_rows, c.rl.rollout_axes = rows, ("fsdp",)
+    calls = []
+    with pytest.MonkeyPatch.context() as mp:
+      admit = engine._admit
+      mp.setattr(engine, "_admit", lambda *a: calls.append(1) or admit(*a))
+      run_rl(c, str(tmp_path / f"rows{rows}"), progress=False)
+    got[rows], admits[rows] = read_metrics(str(tmp_path / f"rows{rows}"))[-1], len(calls)
+  assert admits[0] == 0 and admits[16] > 0, admits  # the capped run refilled rows
+  for k in ("reward_mean", "response_len", "truncated_frac", "loss", "kl"):
+    assert got[16][k] == pytest.approx(got[0][k], rel=1e-5, abs=1e-6), k
