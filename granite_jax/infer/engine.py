@@ -19,10 +19,10 @@ request per row: the batch goes to the per-row layout (G = 1), each admitted row
 its prompt (a prompt whose samples are admitted across two refills is prefilled twice) and
 counts its own tokens (`t0`: the step it started at), so rows of different ages decode side
 by side (their KV written by a scatter, one slot per row). Compaction waits until nothing waits.
-The loop ends when every row is done and nothing waits. Draws use one key per request and token (infer/draw.py),
-so a request's tokens do not depend on the batch it was decoded in (nor on when it was
-admitted: a call with `max_rows` returns what one without it returns); greedy tokens equal the
-single-program sampler's.
+The loop ends when every row is done and nothing waits.
+Draws use one key per request and token (infer/draw.py), so a request's tokens do not depend on
+the batch it was decoded in (nor on when it was admitted: a call with `max_rows` returns what
+one without it returns); greedy tokens equal the single-program sampler's.
 
 On a mesh (`mesh=` with several devices) the engine runs in the RL rollout layout
 (sharding/rules.py `rollout_rules(mesh, rollout_axes)`, the layout of `sampler.make_sampler`'s
@@ -326,10 +326,10 @@ class _Queue:
     return any(w and d.any() for w, d in zip(self.wait, done_DR))
 
   def admit(self, done_DR, G: int) -> dict:
-    """The next requests into each shard's finished rows: prompts [D, p] (global indices: the
-    prompts to prefill, p a power of two, padded with repeats), at [D, r] (each new row's prompt
-    among its shard's p), slot [D, r] (its row within the shard; padding: past the end), req [D*r]
-    (request ids; padding -1); r a power of two."""
+    """The next requests into each shard's finished rows: prompts [D*p] (the prompts to prefill,
+    p per shard, a power of two, padded with repeats), at [D, r] (each new row's prompt among its
+    shard's p), slot [D, r] (its row within the shard; padding: past the end), req [D*r] (request
+    ids; padding -1); r a power of two (few compiled shapes)."""
     D, Rd = done_DR.shape
     reqs = []
     for w, d in zip(self.wait, done_DR):
