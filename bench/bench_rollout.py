@@ -12,6 +12,15 @@ Prompts: random tokens (seed 0), `--prompts` x `--prompt-len`; `--samples` sampl
   long tail   per-row budgets, geometric with mean `--tail-mean`, capped at `--new-tokens`
               (seed 0): the fast engine stops each row at its budget; the baseline (and any
               sampler without per-row budgets) runs until its longest row, max(budgets).
+  queue       `--queue-prompts` x `--samples` requests, the same long-tailed budgets, and room
+              for `--prompts` x `--samples` rows (the RL shape's): the fast engine in one call
+              with `max_rows` (continuous batching: finished rows refilled with waiting
+              requests) vs the fast engine one batch of `--prompts` prompts after another (each
+              call compacts, and the next waits for its longest row).
+  --no-attention  the fast engine with its attention replaced by the identity (a wrong model,
+              the same everything else: matmuls, norms, draws, KV writes): what any attention
+              kernel could at most bring the engine to, measured against the same baseline
+              (whose attention is the model's own, untouched). Use with `--only rl --out`.
 tokens/s = tokens the rows needed (rows x new tokens; sum of budgets) / the fastest timed
 call. The implementations' timed calls are interleaved (one of each per round), so load
 from other jobs on the machine falls on all of them alike; ratios are within one run.
@@ -40,6 +49,7 @@ import jax
 import numpy as np
 
 from bench import common
+from granite_jax.infer import decode
 from granite_jax.infer.sampler import left_pad, make_sampler
 from granite_jax.model.params import init_params
 
@@ -177,11 +187,15 @@ def main(argv=None):
   p.add_argument("--tail-mean", type=float, default=64.0)
   p.add_argument("--repeats", type=int, default=2, help="timed rounds")
   p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (the first compiles)")
-  p.add_argument("--only", choices=("rl", "tail"), default=None, help="one scenario")
+  p.add_argument("--queue-prompts", type=int, default=16, help="prompts of the queue scenario")
+  p.add_argument("--only", choices=("rl", "tail", "queue"), default=None, help="one scenario")
+  p.add_argument("--no-attention", action="store_true", help="the engine's ceiling (see above)")
   p.add_argument("--tunix-venv", default=None, help="a venv with google-tunix==0.1.7 (RL shape)")
   p.add_argument("--tunix-timeout", type=int, default=3600)
   p.add_argument("--out", default=None, help="JSON path (default bench/results/rollout.json)")
   a = p.parse_args(argv)
+  if a.no_attention:  # before anything is traced: every engine program is built without it
+    decode.attend = lambda q_RNH, *args: q_RNH
   cfg = bench_model()
   Bp, G, Pl, N = a.prompts, a.samples, a.prompt_len, a.new_tokens
   R = Bp * G
@@ -217,6 +231,7 @@ def main(argv=None):
     outs, times = interleaved(fns, a.warmup, a.repeats)
     for k in ("baseline", "fast"):
       assert (np.asarray(outs[k]["lengths"]) == N).all(), k
+    result["no_attention"] = a.no_attention
     b = add("rl", "baseline (program)", R * N, times["baseline"])
     f = add("rl", "fast (engine)", R * N, times["fast"])
     f["vs_baseline"] = b["seconds"] / f["seconds"]
@@ -241,9 +256,28 @@ def main(argv=None):
     f = add("long tail", "fast (engine, per-row budgets)", need, times["fast"])
     f["vs_baseline"] = b["seconds"] / f["seconds"]
     result["tail_budgets"] = dict(sum=need, max=top, mean=float(budgets.mean()))
+  if a.only in (None, "queue"):
+    Bq = a.queue_prompts - a.queue_prompts % Bp
+    qprompts, qlens = left_pad(common.token_batches(cfg.vocab_size, Bq, Pl, 1)[0])
+    budgets = tail_budgets(Bq * G, a.tail_mean, N, seed=1)
+    refill = make_sampler(cfg, max_new_tokens=N, samples_per_prompt=G, engine="fast", max_rows=R)
+    fast = mk("fast", N)
+    batches = lambda: [fast(params, qprompts[i:i + Bp], qlens[i:i + Bp], rng, *knobs, budgets[i * G:(i + Bp) * G])
+                       for i in range(0, Bq, Bp)]
+    outs, times = interleaved({"batches": batches,
+                               "refill": lambda: refill(params, qprompts, qlens, rng, *knobs, budgets)},
+                              a.warmup, a.repeats)
+    np.testing.assert_array_equal(np.asarray(outs["refill"]["lengths"]), budgets)
+    np.testing.assert_array_equal(np.concatenate([np.asarray(o["lengths"]) for o in outs["batches"]]), budgets)
+    need = int(budgets.sum())
+    b = add("queue", f"fast, {Bq // Bp} calls of {R} rows", need, times["batches"])
+    f = add("queue", f"fast, 1 call, {R} rows refilled", need, times["refill"])
+    f["vs_batches"] = b["seconds"] / f["seconds"]
+    result["queue_budgets"] = dict(requests=Bq * G, rows=R, sum=need, mean=float(budgets.mean()))
   result["rows"] = rows
   result["table"] = common.print_table(title, rows, ["scenario", "impl", "seconds", "median_s",
-                                                     "tokens_per_sec", "vs_baseline", "vs_tunix"])
+                                                     "tokens_per_sec", "vs_baseline", "vs_tunix",
+                                                     "vs_batches"])
   if "greedy_agreement_vs_tunix" in result:
     print(f"greedy tokens equal to tunix's (first 32 of one sample per prompt): "
           f"{100 * result['greedy_agreement_vs_tunix']:.1f}%")
