@@ -13,8 +13,8 @@ prompt-major) for the same requests, with three kinds of work left out:
     `max_new_Q` budget) stops costing steps. After the first compaction each row carries its
     own copy of its prompt's KV (G = 1), gathered once.
 With `max_rows` below the call's requests (B*G), the rest wait (continuous batching): the
-call starts on the first prompts' samples (whole prompts, `max_rows` rounded down per data
-shard), and between chunks the rows that finished are refilled with waiting requests, one
+call starts on the first prompts' samples (`max_rows` rounded down to whole prompts per data
+shard, at least one), and between chunks the rows that finished are refilled with waiting requests, one
 request per row: the batch goes to the per-row layout (G = 1), each admitted row prefills
 its prompt (a prompt whose samples are admitted across two refills is prefilled twice) and
 counts its own tokens (`t0`: the step it started at), so rows of different ages decode side
