@@ -38,13 +38,11 @@ for a row of its own data shard (its prompt's), so refills move nothing between 
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import math
 from typing import NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,41 +50,12 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from granite_jax.infer import decode, draw
-from granite_jax.infer.layout import rollout_param_shardings
+from granite_jax.infer.admission import Queue, next_pow2
+from granite_jax.infer.layout import Layout, axis_rules, pin, pin_prompt, rollout_param_shardings
 from granite_jax.model import ModelConfig
 from granite_jax.model.decoder import decode_params
 from granite_jax.sharding.jit import mesh_context
 from granite_jax.sharding.rules import rollout_rules
-
-
-class Layout(NamedTuple):
-  """Where the engine's arrays live on a mesh (hashable: a static argument of the jitted pieces)."""
-  mesh: Mesh
-  rules: tuple  # rollout_rules(mesh, rollout_axes): the model's logical constraints resolve by it
-  batch: tuple  # mesh axes of the rows (D ways)
-  tp: tuple  # mesh axes of the heads / KV heads (the rollout axes the mesh has)
-  D: int
-
-  def spec(self, a, kv: bool = False):
-    """[rows, (kv heads,) ...]: rows over the batch axes, kv heads over the tensor axes."""
-    if a.ndim == 0:
-      return NamedSharding(self.mesh, P())
-    return NamedSharding(self.mesh, P(self.batch or None, *((self.tp or None,) if kv else ())))
-
-
-def _pin(lay: Layout | None, tree, kv: bool = False):
-  if lay is None:
-    return tree
-  return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, lay.spec(a, kv)), tree)
-
-
-def _pin_prompt(lay, prompt):
-  return dict(k=_pin(lay, prompt["k"], True), v=_pin(lay, prompt["v"], True),
-              valid_BP=_pin(lay, prompt["valid_BP"]), lengths_B=_pin(lay, prompt["lengths_B"]))
-
-
-def _rules(lay: Layout | None):
-  return nn.logical_axis_rules(lay.rules) if lay is not None else contextlib.nullcontext()
 
 
 class Piece(NamedTuple):
@@ -103,10 +72,6 @@ class Spec(NamedTuple):
   mode: str  # draw.pick_mode: only the branch in use is compiled
   lay: Layout | None = None
   aligned: bool = True  # every row at the same token index (no refill yet): one slot per step
-
-
-def _next_pow2(n: int) -> int:
-  return 1 << max(n - 1, 0).bit_length()
 
 
 class Engine:
@@ -203,7 +168,7 @@ class Engine:
                  prefill=Piece(_prefill, (self.cfg, lay, dparams, prompts, lengths), train),
                  decode=Piece(_chunk, (sp, dparams, prompt, gen, state, jnp.int32(N), stop_S, *knobs),
                               train + tuple(jax.tree.leaves(out))))
-      rows = _next_pow2(Q0 // D) // 2  # the most rows a compaction keeps per data shard
+      rows = next_pow2(Q0 // D) // 2  # the most rows a compaction keeps per data shard
       if rows >= 1:
         keep = one((rows,), i32) if lay is None else one((D, rows), i32)
         got["compact"] = Piece(_compact, (lay, state, gen, prompt, keep, G),
@@ -239,6 +204,7 @@ class Engine:
     lay, N, G, Q = sp.lay, self.N, self.G, len(budget_Q)
     D = 1 if lay is None else lay.D
     put = (lambda a: jnp.asarray(a)) if lay is None else (lambda a: jax.device_put(a, lay.spec(a)))
+    per_shard = (lambda x: put(x[0])) if lay is None else put  # [D, r] row indices: [r] on one device
     dparams = _decode_params(sp.cfg, params) if lay is None else self._to_rollout(params)
     knobs = (jnp.float32(temperature), jnp.float32(top_p), jnp.int32(top_k))
     stop_S = jnp.asarray(self.stop_S)
@@ -246,7 +212,7 @@ class Engine:
     Bd = len(lengths_B) // D
     first_B = (np.arange(D)[:, None] * Bd + np.arange(self._first(Bd, D))).ravel()
     req_R = (first_B[:, None] * G + np.arange(G)).ravel().astype(np.int32)
-    queue = _Queue(budget_Q, D, req_R) if len(req_R) < Q else None
+    queue = Queue(budget_Q, D, req_R) if len(req_R) < Q else None
     logits_BV, prompt = _prefill(sp.cfg, lay, dparams, put(prompts_BP[first_B]), put(lengths_B[first_B]))
     state = _start(sp, N, logits_BV, prompt["lengths_B"], None, rng, put(req_R), put(budget_Q[req_R]),
                    stop_S, *knobs)
@@ -260,14 +226,13 @@ class Engine:
         out = _save(lay, out, state)  # the finished rows' outputs, before their rows are reused
         if sp.aligned:  # to the per-row layout: every row keeps its place and gets its prompt's KV
           keep_DR = np.tile(np.arange(len(done_R) // D, dtype=np.int32), (D, 1))
-          state, gen, prompt = _compact(lay, state, gen, prompt, put(keep_DR[0] if lay is None else keep_DR),
+          state, gen, prompt = _compact(lay, state, gen, prompt, per_shard(keep_DR),
                                         len(done_R) // len(prompt["lengths_B"]))
           sp = sp._replace(aligned=False)
         a = queue.admit(done_R.reshape(D, -1), G)
         new_logits, new_prompt = _prefill(sp.cfg, lay, dparams, put(prompts_BP[a["prompts"]]),
                                           put(lengths_B[a["prompts"]]))
-        pick = (lambda x: put(x[0])) if lay is None else put
-        state, prompt = _admit(sp, state, prompt, new_logits, new_prompt, pick(a["at"]), pick(a["slot"]),
+        state, prompt = _admit(sp, state, prompt, new_logits, new_prompt, per_shard(a["at"]), per_shard(a["slot"]),
                                put(a["req"]), put(np.where(a["req"] >= 0, budget_Q[a["req"]], 0)), rng,
                                stop_S, *knobs)
         t, done_R, t0_R = self._flags(lay, state)
@@ -278,12 +243,12 @@ class Engine:
         continue
       done_DR = done_R.reshape(D, -1)  # each data shard's rows
       live_D = (~done_DR).sum(1)
-      rows = _next_pow2(int(live_D.max()))
+      rows = next_pow2(int(live_D.max()))
       if rows < done_DR.shape[1] and not waiting:  # save every row, keep the live ones (+ done rows)
         out = _save(lay, out, state)
         keep_DR = np.stack([np.concatenate([np.flatnonzero(~d), np.flatnonzero(d)[:rows - n]])
                             for d, n in zip(done_DR, live_D)]).astype(np.int32)
-        state, gen, prompt = _compact(lay, state, gen, prompt, put(keep_DR[0] if lay is None else keep_DR),
+        state, gen, prompt = _compact(lay, state, gen, prompt, per_shard(keep_DR),
                                       len(done_R) // len(prompt["lengths_B"]))
       # A row's token index is t - t0 (t0 = 0 until a refill): the chunk ends where the live row
       # that started first reaches N, and its KV needs slots up to token t_end - 2.
@@ -308,48 +273,6 @@ class Engine:
     return jax.device_get((state["t"], state["done"], state["t0"]) if lay is None else _flags(lay, state))
 
 
-class _Queue:
-  """The requests (budget > 0) that wait for a row, per data shard (a request waits for a row of
-  its prompt's shard), in request order."""
-
-  def __init__(self, budget_Q, D: int, started_R):
-    Qd = len(budget_Q) // D
-    waits = np.ones(len(budget_Q), bool)
-    waits[started_R] = False
-    self.wait = [collections.deque(q for q in range(d * Qd, (d + 1) * Qd) if waits[q] and budget_Q[q] > 0)
-                 for d in range(D)]
-
-  def waiting(self) -> bool:
-    return any(self.wait)
-
-  def admits(self, done_DR) -> bool:
-    return any(w and d.any() for w, d in zip(self.wait, done_DR))
-
-  def admit(self, done_DR, G: int) -> dict:
-    """The next requests into each shard's finished rows: prompts [D*p] (the prompts to prefill,
-    p per shard, a power of two, padded with repeats), at [D, r] (each new row's prompt among its
-    shard's p), slot [D, r] (its row within the shard; padding: past the end), req [D*r] (request
-    ids; padding -1); r a power of two (few compiled shapes)."""
-    D, Rd = done_DR.shape
-    reqs = []
-    for w, d in zip(self.wait, done_DR):
-      free = np.flatnonzero(d)
-      reqs.append([w.popleft() for _ in range(min(len(free), len(w)))])
-    r = _next_pow2(max(len(q) for q in reqs))
-    own = [sorted({q // G for q in qs}) for qs in reqs]
-    p = _next_pow2(max(len(b) for b in own))
-    prompts, at = np.zeros((D, p), np.int32), np.zeros((D, r), np.int32)
-    slot, req = np.full((D, r), Rd, np.int32), np.full((D, r), -1, np.int32)
-    for i, (qs, b, d) in enumerate(zip(reqs, own, done_DR)):
-      # A shard with nothing to admit prefills some prompt (prompt 0) and admits no row.
-      b = b or [0]
-      prompts[i] = (b * p)[:p]
-      at[i, :len(qs)] = [b.index(q // G) for q in qs]
-      slot[i, :len(qs)] = np.flatnonzero(d)[:len(qs)]
-      req[i, :len(qs)] = qs
-    return dict(prompts=prompts.ravel(), at=at, slot=slot, req=req.ravel())
-
-
 _decode_params = jax.jit(decode_params, static_argnums=0)
 
 
@@ -362,9 +285,9 @@ def _flags(lay: Layout, state):
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _prefill(cfg: ModelConfig, lay: Layout | None, params, prompts_BP, lengths_B):
-  with _rules(lay):
+  with axis_rules(lay):
     logits_BV, prompt = decode.prefill(cfg, params, prompts_BP, lengths_B)
-  return _pin(lay, logits_BV), _pin_prompt(lay, prompt)
+  return pin(lay, logits_BV), pin_prompt(lay, prompt)
 
 
 def _at_prompt(at, prompt):
@@ -374,7 +297,7 @@ def _at_prompt(at, prompt):
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
 def _new_gen(cfg: ModelConfig, lay: Layout, groups: int, G: int, slots: int):
-  return _pin(lay, decode.init_gen_kv(cfg, groups, G, slots), True)
+  return pin(lay, decode.init_gen_kv(cfg, groups, G, slots), True)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -389,13 +312,13 @@ def _start(sp: Spec, N: int, logits_BV, plen_B, at, rng, req_R, budget_R, stop_S
     logits_RV, plen_R = jnp.repeat(logits_BV, G, axis=0), jnp.repeat(plen_B, G)
   else:
     logits_RV, plen_R = _take(logits_BV, at), _take(plen_B, at)
-  req_R = _pin(sp.lay, req_R)
+  req_R = pin(sp.lay, req_R)
   keys_R = draw.row_keys(rng, req_R)
-  tok_R, lp_R = draw.pick_rows(_pin(sp.lay, logits_RV), keys_R, 0, temperature, top_p, top_k, sp.mode)
+  tok_R, lp_R = draw.pick_rows(pin(sp.lay, logits_RV), keys_R, 0, temperature, top_p, top_k, sp.mode)
   s = dict(t=jnp.int32(0), t0=jnp.zeros((R,), jnp.int32), req=req_R, keys=keys_R, budget=budget_R,
            pos0=plen_R, done=jnp.zeros((R,), bool), tokens=jnp.full((R, N), sp.pad_id, jnp.int32),
            logprobs=jnp.zeros((R, N), jnp.float32), lengths=jnp.zeros((R,), jnp.int32))
-  return _pin(sp.lay, _record(sp, _pin(sp.lay, s), tok_R, lp_R, stop_S))
+  return pin(sp.lay, _record(sp, pin(sp.lay, s), tok_R, lp_R, stop_S))
 
 
 def _index(sp: Spec, s):
@@ -431,11 +354,11 @@ def _chunk(sp: Spec, params, prompt, gen, state, t_end, stop_S, temperature, top
   def body(c):
     s, gen = c
     tau = _index(sp, s)  # feed each row's token tau - 1 into its slot tau - 1, pick token tau
-    with _rules(lay):
+    with axis_rules(lay):
       logits_RV, gen = decode.decode_step(sp.cfg, params, s["tok"], s["pos0"] + tau - 1, prompt, gen,
                                           tau - 1)
     tok_R, lp_R = draw.pick_rows(logits_RV, s["keys"], tau, temperature, top_p, top_k, sp.mode)
-    return _pin(lay, _record(sp, s, tok_R, lp_R, stop_S)), _pin(lay, gen, True)
+    return pin(lay, _record(sp, s, tok_R, lp_R, stop_S)), pin(lay, gen, True)
 
   cond = lambda c: (c[0]["t"] < t_end) & ~jnp.all(c[0]["done"])
   return jax.lax.while_loop(cond, body, (state, gen))
@@ -443,7 +366,7 @@ def _chunk(sp: Spec, params, prompt, gen, state, t_end, stop_S, temperature, top
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
 def _grow(lay: Layout | None, gen, slots: int):
-  return _pin(lay, decode.grow_gen_kv(gen, slots), True)
+  return pin(lay, decode.grow_gen_kv(gen, slots), True)
 
 
 def _take(a, keep):
@@ -472,11 +395,11 @@ def _compact(lay: Layout | None, state, gen, prompt, keep, G):
   take = lambda a: _take(a, keep)
   s = {k: (v if k == "t" else take(v)) for k, v in state.items()}
   s["req"] = jnp.where(s["done"], -1, s["req"])  # padding rows (done when kept): no request
-  gen = None if gen is None else _pin(lay, decode.take_rows(gen, keep, take), True)
+  gen = None if gen is None else pin(lay, decode.take_rows(gen, keep, take), True)
   at = keep // G
   prompt = dict(k=tuple(_take(a, at) for a in prompt["k"]), v=tuple(_take(a, at) for a in prompt["v"]),
                 valid_BP=_take(prompt["valid_BP"], at), lengths_B=_take(prompt["lengths_B"], at))
-  return _pin(lay, s), gen, _pin_prompt(lay, prompt)
+  return pin(lay, s), gen, pin_prompt(lay, prompt)
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
@@ -494,7 +417,7 @@ def _admit(sp: Spec, state, prompt, logits_BV, new_prompt, at, slot, req_R, budg
                 v=tuple(map(rows, prompt["v"], new_prompt["v"])),
                 valid_BP=rows(prompt["valid_BP"], new_prompt["valid_BP"]),
                 lengths_B=rows(prompt["lengths_B"], new_prompt["lengths_B"]))
-  return _pin(sp.lay, s), _pin_prompt(sp.lay, prompt)
+  return pin(sp.lay, s), pin_prompt(sp.lay, prompt)
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
@@ -508,4 +431,4 @@ def _save(lay: Layout | None, out, state):
   Qd = Q // D
   req_DR = state["req"].reshape(D, -1)
   at_DR = jnp.where(req_DR >= 0, req_DR - Qd * jnp.arange(D)[:, None], Qd)
-  return _pin(lay, {k: _put(out[k], at_DR, state[k]) for k in out})
+  return pin(lay, {k: _put(out[k], at_DR, state[k]) for k in out})

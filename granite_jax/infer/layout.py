@@ -1,9 +1,12 @@
 """The rollout layout's shardings, shared by both samplers (infer/sampler.py's program and
-infer/engine.py): the batch arguments' and the parameters' (sharding/rules.py `rollout_rules`)."""
+infer/engine.py): the batch arguments' and the parameters' (sharding/rules.py `rollout_rules`),
+and where the engine's arrays live on a mesh (`Layout`, `pin`)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -38,3 +41,36 @@ def rollout_param_shardings(cfg: ModelConfig, mesh: Mesh, rollout_axes: Sequence
   boxed = jax.eval_shape(lambda: Granite(shape_cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32)))
   specs = nn.get_partition_spec(boxed)["params"]
   return nn.logical_to_mesh_sharding(specs, mesh, rollout_rules(mesh, tuple(rollout_axes)))
+
+
+class Layout(NamedTuple):
+  """Where the engine's arrays live on a mesh (hashable: a static argument of the jitted pieces)."""
+  mesh: Mesh
+  rules: tuple  # rollout_rules(mesh, rollout_axes): the model's logical constraints resolve by it
+  batch: tuple  # mesh axes of the rows (D ways)
+  tp: tuple  # mesh axes of the heads / KV heads (the rollout axes the mesh has)
+  D: int
+
+  def spec(self, a, kv: bool = False):
+    """[rows, (kv heads,) ...]: rows over the batch axes, kv heads over the tensor axes."""
+    if a.ndim == 0:
+      return NamedSharding(self.mesh, P())
+    return NamedSharding(self.mesh, P(self.batch or None, *((self.tp or None,) if kv else ())))
+
+
+def pin(lay: Layout | None, tree, kv: bool = False):
+  """`tree`'s arrays constrained to `lay.spec` (no-op without a layout: one device)."""
+  if lay is None:
+    return tree
+  return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, lay.spec(a, kv)), tree)
+
+
+def pin_prompt(lay, prompt):
+  """A prompt KV dict (infer/decode.py `prefill`) pinned: KV by KV heads, the rest by rows."""
+  return dict(k=pin(lay, prompt["k"], True), v=pin(lay, prompt["v"], True),
+              valid_BP=pin(lay, prompt["valid_BP"]), lengths_B=pin(lay, prompt["lengths_B"]))
+
+
+def axis_rules(lay: Layout | None):
+  """The logical axis rules the model's constraints resolve by inside the engine's programs."""
+  return nn.logical_axis_rules(lay.rules) if lay is not None else contextlib.nullcontext()

@@ -15,7 +15,6 @@ from granite_jax.infer import engine as E
 from granite_jax.infer.engine import Engine
 from granite_jax.infer.sampler import left_pad
 from granite_jax.model.params import init_params
-
 from tests.infer.test_sampler_fast import CFG, PROMPTS
 
 G, N_NEW = 4, 14

@@ -72,7 +72,7 @@ def test_rollout_rows_refill_gives_the_same_rollouts(tmp_path, demo_cache_dir):
     calls = []
     with pytest.MonkeyPatch.context() as mp:
       admit = engine._admit
-      mp.setattr(engine, "_admit", lambda *a: calls.append(1) or admit(*a))
+      mp.setattr(engine, "_admit", lambda *a, calls=calls, admit=admit: calls.append(1) or admit(*a))
       run_rl(c, str(tmp_path / f"rows{rows}"), progress=False)
     got[rows], admits[rows] = read_metrics(str(tmp_path / f"rows{rows}"))[-1], len(calls)
   assert admits[0] == 0 and admits[16] > 0, admits  # the capped run refilled rows
